@@ -1,0 +1,46 @@
+"""nbqueue: a task queue for Jupyter. Tasks run in worker processes while the notebook
+stays responsive."""
+
+from nbqueue.errors import (
+    ConfigurationError,
+    ExecutorImportError,
+    NbqueueError,
+    QueueShutDownError,
+    SerializationError,
+    TaskCancelledError,
+    TaskFailedError,
+    TaskNotProcessedError,
+    TaskTimeoutError,
+    TaskValidationError,
+    UnknownTaskTypeError,
+    WorkerCrashedError,
+)
+from nbqueue.executor import TaskExecutor
+from nbqueue.queue import ExecutorImportWarning, Queue
+from nbqueue.task import ErrorRecord, Status, Task, TaskResult, TaskStatus, has_property
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConfigurationError",
+    "ErrorRecord",
+    "ExecutorImportError",
+    "ExecutorImportWarning",
+    "NbqueueError",
+    "Queue",
+    "QueueShutDownError",
+    "SerializationError",
+    "Status",
+    "Task",
+    "TaskCancelledError",
+    "TaskExecutor",
+    "TaskFailedError",
+    "TaskNotProcessedError",
+    "TaskResult",
+    "TaskStatus",
+    "TaskTimeoutError",
+    "TaskValidationError",
+    "UnknownTaskTypeError",
+    "WorkerCrashedError",
+    "has_property",
+]

@@ -1,0 +1,78 @@
+"""The execution-backend interface. The controller owns scheduling, retries and timeouts;
+a backend only runs what it is given and reports what happened."""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from nbqueue.registry import ExecutorSpec
+    from nbqueue.runtime import Runtime
+    from nbqueue.task import ErrorRecord, Task
+
+
+class BackendSink(Protocol):
+    """What a backend reports to; called on the runtime's loop with its lock held."""
+
+    def task_started(self, uid: str, worker: str, when: float) -> None: ...
+
+    def task_progress(self, uid: str, progress: float) -> None: ...
+
+    def task_completed(self, uid: str, result: bytes, errors: list[ErrorRecord]) -> None: ...
+
+    def task_failed(
+        self, uid: str, error: ErrorRecord, exception: bytes | None, errors: list[ErrorRecord]
+    ) -> None: ...
+
+    def task_lost(self, uid: str, error: BaseException | None) -> None:
+        """The task's worker went away; ``error`` None means requeue without penalty."""
+
+    def capacity_changed(self) -> None:
+        """Slots became free: dispatch more."""
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkerInfo:
+    """One worker as the dashboard and ``nbqueue status`` show it."""
+
+    name: str
+    pid: int | None
+    alive: bool
+    running: int
+    capacity: int
+    restarts: int
+
+
+class ExecutionBackend(abc.ABC):
+    """Runs tasks somewhere. All methods are called with the runtime's lock held."""
+
+    @abc.abstractmethod
+    def start(self, sink: BackendSink, runtime: Runtime) -> None:
+        """Start workers; report to ``sink``."""
+
+    @abc.abstractmethod
+    def free_slots(self) -> int:
+        """How many more tasks may be submitted now."""
+
+    @abc.abstractmethod
+    def submit(self, batch: list[tuple[Task[Any], ExecutorSpec]]) -> None:
+        """Run these tasks (at most ``free_slots()`` of them)."""
+
+    @abc.abstractmethod
+    def cancel(self, uid: str) -> None:
+        """Ask a running task to stop at its next cancellation point."""
+
+    @abc.abstractmethod
+    def abort(self, uid: str) -> None:
+        """Stop a running task by force. Tasks disturbed on the way are reported with
+        ``task_lost(uid, None)``; nothing more is reported for ``uid`` itself."""
+
+    @abc.abstractmethod
+    def shutdown(self) -> None:
+        """Stop every worker within a bounded time."""
+
+    @abc.abstractmethod
+    def workers(self) -> list[WorkerInfo]:
+        """The current workers."""

@@ -1,0 +1,70 @@
+"""Defaults and environment variables, read in this one place."""
+
+from __future__ import annotations
+
+import os
+
+DEFAULT_WORKER_PREFIX = "nbqueue-worker-"
+DEFAULT_MAX_WORKERS = 3
+DEFAULT_TASKS_PER_WORKER = 3
+DEFAULT_MAX_RETRIES = 3
+DEFAULT_TIMEOUT_SECONDS = 30.0
+
+#: Retry back-off: base * 2**retry_count seconds, capped, with +/- jitter.
+RETRY_BACKOFF_BASE = 0.5
+RETRY_BACKOFF_CAP = 60.0
+RETRY_BACKOFF_JITTER = 0.25
+
+#: Worker restart back-off after crashes: base * 2**consecutive_crashes, capped.
+RESTART_BACKOFF_BASE = 0.05
+RESTART_BACKOFF_CAP = 10.0
+
+#: How long a cancelled running task may take to reach a cancellation point before its
+#: worker is killed.
+CANCEL_GRACE_SECONDS = 2.0
+
+#: How long shutdown() waits for workers to exit before killing them.
+SHUTDOWN_GRACE_SECONDS = 2.0
+
+
+def _env(name: str) -> str | None:
+    """NBQUEUE_<name>, falling back to the seed's unprefixed <name>."""
+    value = os.environ.get(f"NBQUEUE_{name}")
+    if value is None or value == "":
+        value = os.environ.get(name)
+    return value or None
+
+
+def _env_number(name: str, default: float) -> float:
+    raw = _env(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        from nbqueue.errors import ConfigurationError
+
+        raise ConfigurationError(
+            f"environment variable {name} (or NBQUEUE_{name}) must be a number, got {raw!r}"
+        ) from None
+    if value < 0:
+        from nbqueue.errors import ConfigurationError
+
+        raise ConfigurationError(f"environment variable {name} must not be negative, got {raw!r}")
+    return value
+
+
+def default_max_retries() -> int:
+    """NBQUEUE_MAX_TASK_RETRIES, else MAX_TASK_RETRIES, else 3."""
+    return int(_env_number("MAX_TASK_RETRIES", DEFAULT_MAX_RETRIES))
+
+
+def default_timeout() -> float:
+    """Seconds, from NBQUEUE_TASK_TIMEOUT_MS (else TASK_TIMEOUT_MS), else 30."""
+    return _env_number("TASK_TIMEOUT_MS", DEFAULT_TIMEOUT_SECONDS * 1000) / 1000.0
+
+
+def generate_types_enabled() -> bool:
+    """False when NBQUEUE_GENERATE_TYPES (or the seed's ANQUEUE_GENERATE_TYPES) is "false"."""
+    raw = os.environ.get("NBQUEUE_GENERATE_TYPES", os.environ.get("ANQUEUE_GENERATE_TYPES", ""))
+    return raw.strip().lower() not in {"false", "0", "no", "off"}

@@ -1,0 +1,637 @@
+"""Queue: the controller. Keeps every task, decides what runs next, and reacts to what
+the execution backend reports."""
+
+from __future__ import annotations
+
+import atexit
+import concurrent.futures
+import datetime as dt
+import time
+import warnings
+import weakref
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar, overload
+
+from nbqueue import config, retry, serialization
+from nbqueue.backends.base import ExecutionBackend, WorkerInfo
+from nbqueue.backends.local import LocalBackend
+from nbqueue.errors import (
+    ConfigurationError,
+    NbqueueError,
+    QueueShutDownError,
+    TaskCancelledError,
+    TaskTimeoutError,
+)
+from nbqueue.events import EventKind, Events
+from nbqueue.registry import Registry
+from nbqueue.runtime import Runtime
+from nbqueue.scheduler import ReadyHeap, TimedHeap, stamp
+from nbqueue.task import ErrorRecord, Status, Task, TaskStatus
+
+if TYPE_CHECKING:
+    import pandas
+
+F = TypeVar("F")
+
+
+class ExecutorImportWarning(UserWarning):
+    """A task file failed to import; its type is unavailable, the others work."""
+
+
+class Queue:
+    """A task queue whose tasks run in worker processes.
+
+    ``Queue("tasks")`` discovers one executor per file of the ``tasks`` directory; executors
+    defined in a notebook are added with :meth:`register`. Call :meth:`init` (or use the
+    queue as a context manager), :meth:`add` tasks, then :meth:`run_automatically` to keep
+    processing in the background, or :meth:`wait` to process and block until done.
+    """
+
+    def __init__(
+        self,
+        task_directory: str | Path | None = None,
+        *,
+        db: Any = None,
+        worker_prefix: str = config.DEFAULT_WORKER_PREFIX,
+        max_workers: int = config.DEFAULT_MAX_WORKERS,
+        tasks_per_worker: int = config.DEFAULT_TASKS_PER_WORKER,
+        backend: ExecutionBackend | None = None,
+    ) -> None:
+        self.task_directory = None if task_directory is None else Path(task_directory)
+        if self.task_directory is not None and not self.task_directory.is_dir():
+            raise ConfigurationError(f"task_directory {str(task_directory)!r} is not a directory")
+        if db is not None:
+            raise ConfigurationError(
+                "database persistence is not available in this version; use db=None"
+            )
+        self._backend: ExecutionBackend = backend or LocalBackend(
+            max_workers=max_workers, tasks_per_worker=tasks_per_worker, worker_prefix=worker_prefix
+        )
+        self.events = Events()
+        #: Tracebacks of task files that failed to import, by task type.
+        self.import_errors: dict[str, str] = {}
+        self._registry = Registry()
+        self._runtime: Runtime | None = None
+        self._closed = False
+        self._tasks: dict[str, Task[Any]] = {}
+        self._go = ReadyHeap()  # ready, and processing was asked for
+        self._idle = ReadyHeap()  # ready, waiting for run_tasks()/wait()/run_automatically()
+        self._later = TimedHeap()  # waiting for delay / run_at / retry back-off
+        self._running: dict[str, Task[Any]] = {}
+        self._deadlines = TimedHeap()  # running tasks by timeout
+        self._cancelling: dict[str, Task[Any]] = {}
+        self._grace = TimedHeap()  # cancelled running tasks by kill time
+        self._active = 0  # pending + retrying + running
+        self._auto = False
+        self._waiters = 0
+        self._timer: Any = None
+        self._timer_at: float | None = None
+        self._ticker: Any = None
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def init(self) -> Queue:
+        """Discover executors, generate type stubs, start the workers. Idempotent."""
+        if self._closed:
+            raise QueueShutDownError()
+        if self._runtime is not None:
+            return self
+        if self.task_directory is not None:
+            for spec in self._registry.discover(self.task_directory):
+                assert spec.error is not None
+                self.import_errors[spec.type] = spec.error
+                warnings.warn(
+                    f"nbqueue: task type {spec.type!r} is unavailable, its file failed to "
+                    f"import:\n{spec.error}",
+                    ExecutorImportWarning,
+                    stacklevel=2,
+                )
+            if config.generate_types_enabled():
+                from nbqueue import typegen
+
+                typegen.generate(self.task_directory, self._registry.specs())
+        runtime = Runtime()
+        self._runtime = runtime
+
+        def start() -> None:
+            with runtime.lock:
+                self._backend.start(self, runtime)
+
+        self._run_on_loop(start)
+        _live_queues.add(self)
+        return self
+
+    def shutdown(self) -> None:
+        """Stop processing and every worker (within a few seconds). Tasks still running go
+        back to pending; nothing is waited for: call :meth:`wait` first for that."""
+        runtime = self._runtime
+        if runtime is None or self._closed:
+            self._closed = True
+            return
+        with runtime.lock:
+            self._closed = True
+            self._auto = False
+
+        def stop() -> None:
+            with runtime.lock:
+                for handle in (self._timer, self._ticker):
+                    if handle is not None:
+                        handle.cancel()
+                self._backend.shutdown()
+                for task in self._running.values():
+                    task.status, task.worker = Status.PENDING, None
+                self._running.clear()
+                self.events.emit("shutdown")
+                runtime.notify()
+
+        try:
+            self._run_on_loop(stop)
+        finally:
+            runtime.close()
+            _live_queues.discard(self)
+
+    def __enter__(self) -> Queue:
+        return self.init()
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+
+    def _run_on_loop(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` on the controller's loop thread and wait for it (loop-only APIs such
+        as add_reader are not thread-safe). Must not be called with the lock held."""
+        runtime = self._runtime
+        assert runtime is not None
+        if runtime.in_loop_thread():
+            fn()
+            return
+        done: concurrent.futures.Future[None] = concurrent.futures.Future()
+
+        def call() -> None:
+            try:
+                fn()
+                done.set_result(None)
+            except BaseException as exc:
+                done.set_exception(exc)
+
+        runtime.loop.call_soon_threadsafe(call)
+        done.result(60)
+
+    def _started(self) -> Runtime:
+        if self._closed:
+            raise QueueShutDownError()
+        if self._runtime is None:
+            self.init()
+        assert self._runtime is not None
+        return self._runtime
+
+    # -- executors -----------------------------------------------------------------------
+    @overload
+    def register(self, executor: F, type: str | None = None) -> F: ...
+
+    @overload
+    def register(self, executor: None = None, type: str | None = None) -> Callable[[F], F]: ...
+
+    def register(self, executor: Any = None, type: str | None = None) -> Any:
+        """Register an executor defined here (a TaskExecutor subclass or instance, or a plain
+        function ``fn(task)``) under ``type`` (default: its name). It is shipped to workers
+        with cloudpickle. Returns the executor, so it also works as a decorator:
+        ``@queue.register`` or ``@queue.register(type="fit")``."""
+        if executor is None:
+            return lambda obj: self.register(obj, type)
+        lock = self._runtime.lock if self._runtime else None
+        if lock is None:
+            self._registry.register(executor, type)
+        else:
+            with lock:
+                self._registry.register(executor, type)
+        return executor
+
+    @property
+    def types(self) -> list[str]:
+        """The task types this queue knows."""
+        return self._registry.types
+
+    # -- adding and removing -------------------------------------------------------------
+    def add(self, task: Task[Any]) -> Queue:
+        """Enqueue a task; chainable. Raises at once for an unknown type, a task already in
+        a queue, or data that cannot be pickled; nothing already queued is affected."""
+        if not isinstance(task, Task):
+            raise ConfigurationError(f"add() takes a Task, got {type(task).__name__}")
+        runtime = self._started()
+        self._registry.get(task.type)
+        if task._queue is not None or task.uid in self._tasks:
+            raise ConfigurationError(f"task {task.name!r} ({task.uid}) is already in a queue")
+        if task.status is not Status.PENDING:
+            raise ConfigurationError(
+                f"task {task.name!r} is {task.status.value}; only new tasks can be added"
+            )
+        task._payload = serialization.dumps(
+            (task.data, task.metadata), f"data of task {task.name!r}"
+        )
+        with runtime.lock:
+            if self._closed:
+                raise QueueShutDownError()
+            self._tasks[task.uid] = task
+            task._queue = self
+            self._active += 1
+            self._enqueue(task, time.time())
+            self._emit("added", task)
+            self._dispatch()
+        return self
+
+    def remove(self, uid: str) -> bool:
+        """Remove a task from the queue (a running one is cancelled first). False when no
+        such task."""
+        runtime = self._started()
+        with runtime.lock:
+            task = self._tasks.pop(uid, None)
+            if task is None:
+                return False
+            if task.status is Status.RUNNING:
+                self._request_cancel(task)
+            elif not task.status.finished:
+                stamp(task)
+            if not task.status.finished:
+                self._active -= 1
+            task._queue = None
+            self._emit("removed", task)
+            runtime.notify()
+            return True
+
+    def clear(self) -> None:
+        """Remove every task (running ones are cancelled)."""
+        runtime = self._started()
+        with runtime.lock:
+            for uid in list(self._tasks):
+                self.remove(uid)
+            self._go.clear()
+            self._idle.clear()
+            self._later.clear()
+            self._emit("cleared", None)
+
+    def cancel(self, uid: str) -> bool:
+        """Cancel a pending, retrying or running task. A running task stops at its next
+        ``task.sleep()`` or ``update_progress()``, or its worker is killed after a short
+        grace period. False when the task is unknown or already finished."""
+        runtime = self._started()
+        with runtime.lock:
+            task = self._tasks.get(uid)
+            if task is None or task.status.finished:
+                return False
+            if task.status is Status.RUNNING:
+                self._request_cancel(task)
+            else:
+                stamp(task)
+                self._finish(task, Status.CANCELLED)
+            return True
+
+    def _request_cancel(self, task: Task[Any]) -> None:
+        if task.uid in self._cancelling:
+            return
+        self._cancelling[task.uid] = task
+        self._backend.cancel(task.uid)
+        self._grace.push(time.time() + config.CANCEL_GRACE_SECONDS, task, token=task._seq)
+        self._rearm()
+
+    # -- reading -------------------------------------------------------------------------
+    def get_task(self, uid: str) -> Task[Any] | None:
+        """The task with this uid, or None."""
+        return self._tasks.get(uid)
+
+    def get_pending_tasks(self) -> list[Task[Any]]:
+        """Tasks waiting to run (pending or retrying), in the order they will run."""
+        waiting = [t for t in self._tasks.values() if t.status in (Status.PENDING, Status.RETRYING)]
+        return sorted(waiting, key=lambda t: (-t.priority, t.created_at))
+
+    def get_task_statuses(self) -> list[TaskStatus]:
+        """A status snapshot of every task, in the order they were added."""
+        return [t.get_status() for t in list(self._tasks.values())]
+
+    @property
+    def tasks(self) -> list[Task[Any]]:
+        """Every task, in the order they were added."""
+        return list(self._tasks.values())
+
+    def counts(self) -> dict[str, int]:
+        """How many tasks are in each status."""
+        counts = dict.fromkeys((s.value for s in Status), 0)
+        for task in list(self._tasks.values()):
+            counts[task.status.value] += 1
+        return counts
+
+    def workers(self) -> list[WorkerInfo]:
+        """The execution backend's workers."""
+        return self._backend.workers()
+
+    def status_frame(self) -> pandas.DataFrame:
+        """A pandas DataFrame with one row per task (see README for the columns)."""
+        from nbqueue import frame
+
+        return frame.status_frame(list(self._tasks.values()))
+
+    def dashboard(self) -> Any:
+        """A live ipywidgets view of this queue (a text summary outside a notebook)."""
+        from nbqueue import display
+
+        return display.dashboard(self)
+
+    def __repr__(self) -> str:
+        counts = ", ".join(f"{k}={v}" for k, v in self.counts().items() if v)
+        state = "shut down" if self._closed else ("running" if self._runtime else "not started")
+        return f"<nbqueue.Queue {state}, {len(self._tasks)} tasks{': ' + counts if counts else ''}>"
+
+    def _repr_html_(self) -> str:
+        from nbqueue import display
+
+        return display.queue_html(self)
+
+    # -- processing ----------------------------------------------------------------------
+    def run_automatically(self, interval_seconds: float = 1.0) -> None:
+        """Keep processing in the background until shutdown(); returns at once. Freed
+        worker slots get the next task at once; ``interval_seconds`` paces the periodic
+        pass (scheduled tasks, database sync)."""
+        if (
+            isinstance(interval_seconds, bool)
+            or not isinstance(interval_seconds, (int, float))
+            or not interval_seconds > 0
+        ):
+            raise ConfigurationError(
+                f"interval_seconds must be a positive number, got {interval_seconds!r}"
+            )
+        runtime = self._started()
+        with runtime.lock:
+            self._auto = True
+            self._interval = float(interval_seconds)
+            self._release_idle()
+            self._dispatch()
+        runtime.call_soon(self._start_ticker)
+
+    def _start_ticker(self) -> None:
+        assert self._runtime is not None
+        if self._ticker is not None:
+            self._ticker.cancel()
+        self._ticker = self._runtime.loop.call_later(self._interval, self._tick)
+
+    def _tick(self) -> None:
+        assert self._runtime is not None
+        with self._runtime.lock:
+            if self._closed or not self._auto:
+                return
+            self.schedule_tasks()
+            self._dispatch()
+        self._ticker = self._runtime.loop.call_later(self._interval, self._tick)
+
+    def run_tasks(self, tasks: Iterable[Task[Any]] | None = None) -> None:
+        """Send ready tasks to workers now: the given ones, or every ready pending task.
+        Those beyond the free worker slots follow as slots free up, best first."""
+        runtime = self._started()
+        with runtime.lock:
+            self.schedule_tasks()
+            if tasks is None:
+                self._release_idle()
+            else:
+                for task in tasks:
+                    if self._tasks.get(task.uid) is task and task.ready_to_run():
+                        self._go.push(task)
+            self._dispatch()
+
+    def schedule_tasks(self) -> list[Task[Any]]:
+        """Move tasks whose delay, run_at or back-off has passed into the ready queue;
+        returns the pending tasks in the order they will run."""
+        runtime = self._started()
+        with runtime.lock:
+            for task in self._later.pop_due(time.time()):
+                self._make_ready(task)
+            self._rearm()
+        return self.get_pending_tasks()
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Process until nothing is pending, retrying or running. In a notebook the
+        kernel's loop keeps turning meanwhile (widgets update). Raises TimeoutError after
+        ``timeout`` seconds."""
+        self._wait_for(lambda: self._active == 0, timeout)
+
+    def _wait_for(self, predicate: Callable[[], bool], timeout: float | None) -> None:
+        runtime = self._started()
+        with runtime.lock:
+            self._waiters += 1
+            self._release_idle()
+            self._dispatch()
+        try:
+            done = runtime.wait_until(lambda: predicate() or self._closed, timeout)
+        finally:
+            with runtime.lock:
+                self._waiters -= 1
+        if self._closed and not predicate():
+            raise QueueShutDownError("the queue was shut down while waiting")
+        if not done:
+            raise TimeoutError(
+                f"nbqueue: still {self._active} task(s) pending or running after {timeout} s"
+            )
+
+    # -- internals (all called with the lock held) ---------------------------------------
+    def _emit(self, kind: EventKind, task: Task[Any] | None) -> None:
+        if self.events:
+            self.events.emit(kind, task)
+
+    def _processing(self) -> bool:
+        return self._auto or self._waiters > 0
+
+    def _enqueue(self, task: Task[Any], now: float) -> None:
+        if task._ready_at > now:
+            self._later.push(task._ready_at, task)
+            self._rearm()
+        else:
+            self._make_ready(task)
+
+    def _make_ready(self, task: Task[Any]) -> None:
+        task.status = Status.PENDING
+        if self._processing() or task.retry_count > 0:
+            self._go.push(task)
+        else:
+            self._idle.push(task)
+
+    def _release_idle(self) -> None:
+        for task in self._idle.drain():
+            self._go.push(task)
+
+    def _dispatch(self) -> None:
+        if self._closed or not self._go:
+            return
+        free = self._backend.free_slots()
+        batch = []
+        while free > 0:
+            task = self._go.pop()
+            if task is None:
+                break
+            stamp(task)
+            task.status, task.progress, task.worker = Status.RUNNING, 0.0, None
+            self._running[task.uid] = task
+            batch.append((task, self._registry.get(task.type)))
+            self._emit("dispatched", task)
+            free -= 1
+        if batch:
+            self._backend.submit(batch)
+
+    def _finish(self, task: Task[Any], status: Status, error: BaseException | None = None) -> None:
+        self._running.pop(task.uid, None)
+        self._cancelling.pop(task.uid, None)
+        if task._queue is not self:
+            return  # removed while it was running
+        task.status = status
+        task.finished_at = dt.datetime.now(dt.timezone.utc)
+        if status is Status.COMPLETED:
+            task.progress = 100.0
+        task._exception = error
+        self._active -= 1
+        self._emit("finished", task)
+        assert self._runtime is not None
+        self._runtime.notify()
+
+    def _fail(self, task: Task[Any], record: ErrorRecord, error: BaseException | None) -> None:
+        """An attempt failed: cancel, retry after a back-off, or fail for good."""
+        self._running.pop(task.uid, None)
+        if task.uid in self._cancelling or TaskCancelledError.__name__ == record.type:
+            self._finish(task, Status.CANCELLED, error)
+            return
+        spec = self._registry.get(task.type)
+        assert spec.executor is not None
+        schema = retry.validate_schema(spec.executor.retry_schema(), task.type)
+        if task._queue is self and retry.should_retry(record, schema) and task.retry():
+            when = time.time() + retry.backoff_seconds(task.retry_count)
+            task._ready_at = when
+            self._later.push(when, task)
+            self._rearm()
+            self._emit("retrying", task)
+        else:
+            self._finish(task, Status.FAILED, error)
+
+    def _rearm(self) -> None:
+        """Point the single timer at the earliest of: a waiting task's ready time, a
+        running task's deadline, a cancelled task's kill time."""
+        runtime = self._runtime
+        if runtime is None or self._closed:
+            return
+        if not runtime.in_loop_thread():
+            runtime.call_soon(self._rearm_locked)
+            return
+        times = [t for t in (self._later.next_time(), self._deadlines.next_time(),
+                             self._grace.next_time()) if t is not None]  # fmt: skip
+        if not times:
+            return
+        when = min(times)
+        if self._timer_at is not None and self._timer_at <= when and self._timer is not None:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = when
+        self._timer = runtime.loop.call_later(max(0.0, when - time.time()), self._on_timer)
+
+    def _rearm_locked(self) -> None:
+        assert self._runtime is not None
+        with self._runtime.lock:
+            self._rearm()
+
+    def _on_timer(self) -> None:
+        assert self._runtime is not None
+        with self._runtime.lock:
+            self._timer = self._timer_at = None
+            if self._closed:
+                return
+            now = time.time()
+            for task in self._deadlines.pop_due(now):
+                if self._running.get(task.uid) is task:
+                    self._expire(task)
+            for task in self._grace.pop_due(now):
+                if self._running.get(task.uid) is task:
+                    self._backend.abort(task.uid)
+                    self._finish(task, Status.CANCELLED)
+            for task in self._later.pop_due(now):
+                self._make_ready(task)
+            self._dispatch()
+            self._rearm()
+
+    def _expire(self, task: Task[Any]) -> None:
+        self._backend.abort(task.uid)
+        error = TaskTimeoutError(
+            f"task {task.name!r} timed out after {task.timeout:g} s; its worker was stopped "
+            "and replaced. Give it a larger Task(timeout=...) if the work needs longer"
+        )
+        record = ErrorRecord.from_exception(error)
+        task.errors.append(record)
+        self._fail(task, record, error)
+
+    # -- BackendSink: what the backend reports (on the loop, lock held) -------------------
+    def task_started(self, uid: str, worker: str, when: float) -> None:
+        task = self._running.get(uid)
+        if task is None:
+            return
+        task.started_at = dt.datetime.fromtimestamp(when, dt.timezone.utc)
+        task.worker = worker
+        self._deadlines.push(when + task.timeout, task, token=task._seq)
+        self._rearm()
+        self._emit("started", task)
+
+    def task_progress(self, uid: str, progress: float) -> None:
+        task = self._running.get(uid)
+        if task is not None:
+            task.progress = progress
+            self._emit("progress", task)
+
+    def task_completed(self, uid: str, result: bytes, errors: list[ErrorRecord]) -> None:
+        task = self._running.get(uid)
+        if task is None:
+            return
+        task.errors.extend(errors)
+        task._result_bytes = result
+        self._finish(task, Status.COMPLETED)
+
+    def task_failed(
+        self, uid: str, error: ErrorRecord, exception: bytes | None, errors: list[ErrorRecord]
+    ) -> None:
+        task = self._running.get(uid)
+        if task is None:
+            return
+        task.errors.extend(errors)
+        last = task.errors[-1] if task.errors else None
+        if last is None or (last.type, last.message) != (error.type, error.message):
+            task.errors.append(error)
+        exc: BaseException | None = None
+        if exception is not None:
+            try:
+                exc = serialization.loads(exception)
+            except NbqueueError:
+                exc = None
+        self._fail(task, error, exc)
+
+    def task_lost(self, uid: str, error: BaseException | None) -> None:
+        task = self._running.get(uid)
+        if task is None:
+            return
+        if error is None:
+            self._running.pop(uid)
+            if task.uid in self._cancelling:
+                self._finish(task, Status.CANCELLED)
+                return
+            task.status, task.worker, task.started_at = Status.PENDING, None, None
+            self._go.push(task)
+            self._emit("requeued", task)
+            return
+        record = ErrorRecord.from_exception(error)
+        task.errors.append(record)
+        self._fail(task, record, error)
+
+    def capacity_changed(self) -> None:
+        self._dispatch()
+
+
+_live_queues: weakref.WeakSet[Queue] = weakref.WeakSet()
+
+
+@atexit.register
+def _shutdown_all() -> None:
+    for queue in list(_live_queues):
+        try:
+            queue.shutdown()
+        except Exception:
+            pass

@@ -1,0 +1,102 @@
+"""The event loop a queue's controller runs on, and the lock that guards its state.
+
+In Jupyter (or under ``asyncio.run``) the controller uses the loop already running in the
+calling thread, so work continues while the kernel is idle and ``wait()`` keeps that loop
+turning with nest-asyncio. Elsewhere it starts a loop of its own in a daemon thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+
+class Runtime:
+    """A loop plus a re-entrant lock; every controller state change happens under the lock."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self._cond = threading.Condition(self.lock)
+        self._wake: asyncio.Event | None = None
+        try:
+            self.loop = asyncio.get_running_loop()
+            self.loop.add_reader  # noqa: B018  (a loop without add_reader cannot host us)
+            self.borrowed = True
+            self._thread: threading.Thread | None = None
+            self._loop_thread = threading.get_ident()
+        except RuntimeError:
+            self.borrowed = False
+            self.loop = asyncio.new_event_loop()
+            ready = threading.Event()
+            self._thread = threading.Thread(
+                target=self._run_own_loop, args=(ready,), name="nbqueue-controller", daemon=True
+            )
+            self._thread.start()
+            ready.wait()
+
+    def _run_own_loop(self, ready: threading.Event) -> None:
+        asyncio.set_event_loop(self.loop)
+        self._loop_thread = threading.get_ident()
+        self.loop.call_soon(ready.set)
+        self.loop.run_forever()
+
+    def in_loop_thread(self) -> bool:
+        return threading.get_ident() == self._loop_thread
+
+    def call_soon(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run ``fn`` on the loop (thread-safe)."""
+        if self.in_loop_thread():
+            self.loop.call_soon(fn, *args)
+        else:
+            self.loop.call_soon_threadsafe(fn, *args)
+
+    def call_later(self, delay: float, fn: Callable[..., Any]) -> asyncio.TimerHandle | None:
+        """Run ``fn`` on the loop after ``delay`` seconds; from another thread, the handle is
+        None (such timers are never cancelled)."""
+        if self.in_loop_thread():
+            return self.loop.call_later(max(0.0, delay), fn)
+        self.loop.call_soon_threadsafe(self.loop.call_later, max(0.0, delay), fn)
+        return None
+
+    def notify(self) -> None:
+        """Wake everything waiting in :meth:`wait_until`; call with the lock held."""
+        self._cond.notify_all()
+        if self._wake is not None:
+            self._wake.set()
+
+    def wait_until(self, predicate: Callable[[], bool], timeout: float | None) -> bool:
+        """Block until ``predicate()`` (checked under the lock) is true; False on timeout."""
+        if self.borrowed and self.in_loop_thread():
+            import nest_asyncio
+
+            nest_asyncio.apply(self.loop)
+            return self.loop.run_until_complete(self._wait_async(predicate, timeout))
+        with self._cond:
+            return self._cond.wait_for(predicate, timeout)
+
+    async def _wait_async(self, predicate: Callable[[], bool], timeout: float | None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if self._wake is None:
+            self._wake = asyncio.Event()
+        while True:
+            with self.lock:
+                if predicate():
+                    return True
+                self._wake.clear()
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return False
+            try:
+                await asyncio.wait_for(self._wake.wait(), left)
+            except asyncio.TimeoutError:
+                pass
+
+    def close(self) -> None:
+        """Stop the loop this runtime started (a borrowed loop is left running)."""
+        if self._thread is not None and self._thread.is_alive():
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            if not self.in_loop_thread():
+                self._thread.join(5)
