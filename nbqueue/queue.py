@@ -593,8 +593,8 @@ class Queue:
         if task is None:
             return
         task.errors.extend(errors)
-        last = task.errors[-1] if task.errors else None
-        if last is None or (last.type, last.message) != (error.type, error.message):
+        # exec() often does task.add_error(e) and then raises e: keep one record of it
+        if not errors or (errors[-1].type, errors[-1].message) != (error.type, error.message):
             task.errors.append(error)
         exc: BaseException | None = None
         if exception is not None:

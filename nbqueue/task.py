@@ -313,9 +313,10 @@ class Task(Generic[DataT]):
 
         In a notebook the kernel's event loop keeps turning while waiting, so widgets update.
         Raises TimeoutError when ``timeout`` seconds pass first."""
-        if self._queue is None:
-            if not self.status.finished:
-                raise TaskFailedError(f"task {self.name!r} is not in a queue; add it first")
+        if self.status.finished:
+            pass
+        elif self._queue is None:
+            raise TaskFailedError(f"task {self.name!r} is not in a queue; add it first")
         else:
             self._queue._wait_for(lambda: self.status.finished, timeout)
         if self.status is Status.COMPLETED:
