@@ -55,4 +55,3 @@ def marker_dir(tmp_path: Path) -> Path:
     d = tmp_path / "markers"
     d.mkdir()
     return d
-

@@ -25,5 +25,3 @@ def write_task(directory: Path, task_type: str, body: str) -> Path:
         f"class Executor(TaskExecutor):\n{body}\n"
     )
     return path
-
-

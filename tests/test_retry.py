@@ -38,7 +38,11 @@ def test_validation_and_cancellation_are_never_retried() -> None:
 def test_backoff_doubles_and_is_capped() -> None:
     rng = random.Random(1)
     delays = [backoff_seconds(n, rng=rng) for n in range(1, 20)]
-    base, cap, jitter = config.RETRY_BACKOFF_BASE, config.RETRY_BACKOFF_CAP, config.RETRY_BACKOFF_JITTER
+    base, cap, jitter = (
+        config.RETRY_BACKOFF_BASE,
+        config.RETRY_BACKOFF_CAP,
+        config.RETRY_BACKOFF_JITTER,
+    )
     for n, delay in enumerate(delays, start=1):
         nominal = min(cap, base * 2 ** (n - 1))
         assert nominal * (1 - jitter) <= delay <= nominal * (1 + jitter)
