@@ -158,7 +158,7 @@ def test_spinning_task_times_out_and_co_runner_is_requeued(marker_dir: Path) -> 
         q.run_automatically(3600)
         poll(lambda: started.exists())
         q.add(s)
-        with pytest.raises(TaskTimeoutError, match="timed out after 0.5 s"):
+        with pytest.raises(TaskTimeoutError, match=r"timed out after 0\.5 s"):
             s.wait(60)
         assert c.wait(60)["value"] == "done"  # type: ignore[index]
     assert c.retry_count == 0 and not c.errors
@@ -274,7 +274,7 @@ def test_workers_exit_when_the_controller_is_killed(tmp_path: Path) -> None:
         workers = [psutil.Process(int(p)) for p in pids.read_text().split()]
         proc.kill()
         proc.wait(10)
-        gone, alive = psutil.wait_procs(workers, timeout=15)
+        _, alive = psutil.wait_procs(workers, timeout=15)
         assert not alive, f"orphaned workers: {alive}"
     finally:
         proc.kill()
