@@ -65,6 +65,11 @@ class Queue:
             raise ConfigurationError(
                 "database persistence is not available in this version; use db=None"
             )
+        if backend is None and db is None and max_workers == 0:
+            raise ConfigurationError(
+                "max_workers=0 starts no workers: it needs db= (a shared database served by "
+                "`nbqueue worker` hosts)"
+            )
         self._backend: ExecutionBackend = backend or LocalBackend(
             max_workers=max_workers, tasks_per_worker=tasks_per_worker, worker_prefix=worker_prefix
         )
@@ -300,22 +305,28 @@ class Queue:
 
     def get_pending_tasks(self) -> list[Task[Any]]:
         """Tasks waiting to run (pending or retrying), in the order they will run."""
-        waiting = [t for t in self._tasks.values() if t.status in (Status.PENDING, Status.RETRYING)]
+        waiting = [t for t in self._snapshot() if t.status in (Status.PENDING, Status.RETRYING)]
         return sorted(waiting, key=lambda t: (-t.priority, t.created_at))
 
     def get_task_statuses(self) -> list[TaskStatus]:
         """A status snapshot of every task, in the order they were added."""
-        return [t.get_status() for t in list(self._tasks.values())]
+        return [t.get_status() for t in self._snapshot()]
 
     @property
     def tasks(self) -> list[Task[Any]]:
         """Every task, in the order they were added."""
-        return list(self._tasks.values())
+        return self._snapshot()
+
+    def _snapshot(self) -> list[Task[Any]]:
+        if self._runtime is None:
+            return list(self._tasks.values())
+        with self._runtime.lock:
+            return list(self._tasks.values())
 
     def counts(self) -> dict[str, int]:
         """How many tasks are in each status."""
         counts = dict.fromkeys((s.value for s in Status), 0)
-        for task in list(self._tasks.values()):
+        for task in self._snapshot():
             counts[task.status.value] += 1
         return counts
 
@@ -327,7 +338,7 @@ class Queue:
         """A pandas DataFrame with one row per task (see README for the columns)."""
         from nbqueue import frame
 
-        return frame.status_frame(list(self._tasks.values()))
+        return frame.status_frame(self._snapshot())
 
     def dashboard(self) -> Any:
         """A live ipywidgets view of this queue (a text summary outside a notebook)."""

@@ -89,6 +89,7 @@ def test_progress_outside_range_fails_the_task() -> None:
     ("kwargs", "message"),
     [
         ({"max_workers": -1}, "max_workers"),
+        ({"max_workers": 0}, "needs db="),
         ({"max_workers": "2"}, "max_workers"),
         ({"tasks_per_worker": 0}, "tasks_per_worker"),
         ({"worker_prefix": 5}, "worker_prefix"),
@@ -109,7 +110,7 @@ def test_invalid_interval(queue_with_one_task: tuple[Queue, Task[int]]) -> None:
 
 
 def test_register_rejects_non_executors() -> None:
-    q = Queue(max_workers=0)
+    q = Queue(max_workers=1)
     with pytest.raises(ConfigurationError, match="TaskExecutor"):
         q.register(42, type="x")
     with pytest.raises(ConfigurationError, match="lambda"):
