@@ -1,6 +1,8 @@
 """nbqueue: a task queue for Jupyter. Tasks run in worker processes while the notebook
 stays responsive."""
 
+from typing import Any
+
 from nbqueue.errors import (
     ConfigurationError,
     ExecutorImportError,
@@ -20,6 +22,21 @@ from nbqueue.queue import ExecutorImportWarning, Queue
 from nbqueue.task import ErrorRecord, Status, Task, TaskResult, TaskStatus, has_property
 
 __version__ = "0.1.0"
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext nbqueue``: the ``%nbqueue`` magic and live task widgets."""
+    from nbqueue import magics
+
+    magics.load(ipython)
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    """``%unload_ext nbqueue``."""
+    from nbqueue import magics
+
+    magics.unload(ipython)
+
 
 __all__ = [
     "ConfigurationError",

@@ -64,18 +64,42 @@ class Runtime:
     def notify(self) -> None:
         """Wake everything waiting in :meth:`wait_until`; call with the lock held."""
         self._cond.notify_all()
-        if self._wake is not None:
-            self._wake.set()
+        wake = self._wake
+        if wake is not None:
+            # asyncio.Event is not thread-safe: from another thread (a cell's helper
+            # thread in a notebook), set it through the loop.
+            if self.in_loop_thread():
+                wake.set()
+            elif not self.loop.is_closed():
+                self.loop.call_soon_threadsafe(wake.set)
 
     def wait_until(self, predicate: Callable[[], bool], timeout: float | None) -> bool:
         """Block until ``predicate()`` (checked under the lock) is true; False on timeout."""
         if self.borrowed and self.in_loop_thread():
-            import nest_asyncio
-
-            nest_asyncio.apply(self.loop)
-            return self.loop.run_until_complete(self._wait_async(predicate, timeout))
+            return self._wait_nested(predicate, timeout)
         with self._cond:
             return self._cond.wait_for(predicate, timeout)
+
+    def _wait_nested(self, predicate: Callable[[], bool], timeout: float | None) -> bool:
+        """Wait on the borrowed loop from code running on it (a notebook cell, a coroutine
+        under asyncio.run): turn the loop re-entrantly, so worker messages, timers and
+        widget updates keep flowing while the caller blocks."""
+        if self.loop.is_closed():
+            raise RuntimeError(
+                "nbqueue: the event loop this queue was started on has closed (an "
+                "asyncio.run() that returned?); shut the queue down before leaving it"
+            )
+        import nest_asyncio
+
+        nest_asyncio.apply(self.loop)
+        waiter = self.loop.create_task(self._wait_async(predicate, timeout))
+        try:
+            return self.loop.run_until_complete(waiter)
+        except BaseException:
+            # KeyboardInterrupt (a kernel interrupt) lands here with the waiter still
+            # pending: cancel it so no orphan task stays on the kernel's loop.
+            waiter.cancel()
+            raise
 
     async def _wait_async(self, predicate: Callable[[], bool], timeout: float | None) -> bool:
         deadline = None if timeout is None else time.monotonic() + timeout
