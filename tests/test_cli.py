@@ -1,0 +1,91 @@
+"""The ``nbqueue`` command line, run as a subprocess."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from nbqueue import cli
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "tasks"
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "NBQUEUE_GENERATE_TYPES"}
+    return subprocess.run(
+        [sys.executable, "-m", "nbqueue.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=cwd,
+        env=env,
+    )
+
+
+def table_rows(stdout: str) -> list[list[str]]:
+    """The rows of the status table (the lines after its header)."""
+    lines = stdout.splitlines()
+    header = next(
+        i for i, line in enumerate(lines) if line.split()[:3] == ["name", "type", "status"]
+    )
+    rows = []
+    for line in lines[header + 1 :]:
+        if not line.strip():
+            break
+        rows.append(line.split())
+    return rows
+
+
+def test_demo_runs_the_examples_and_prints_the_status_table(tmp_path: Path) -> None:
+    tasks = tmp_path / "tasks"
+    shutil.copytree(
+        EXAMPLES, tasks, ignore=shutil.ignore_patterns("__pycache__", "_nbqueue*", ".nbqueue*")
+    )
+
+    run = run_cli("demo", "--count", "6", "--workers", "2", "--tasks", str(tasks), cwd=tmp_path)
+
+    assert run.returncode == 0, run.stdout + run.stderr
+    rows = table_rows(run.stdout)
+    assert len(rows) == 6
+    assert sum("completed" in row for row in rows) == 5
+    assert sum("failed" in row for row in rows) == 1
+    assert {"compress-image", "test-task"} <= {word for row in rows for word in row}
+    failed = next(row for row in rows if "failed" in row)
+    assert "TaskValidationError:" in failed
+    # Not a terminal: plain progress lines, no carriage returns; the last one at 100%.
+    assert "\r" not in run.stdout
+    progress = [line for line in run.stdout.splitlines() if line.strip().endswith("failed 1")]
+    assert progress and progress[-1].strip().startswith("100.0%")
+    assert "nbqueue demo: 5 completed, 1 failed" in run.stdout
+
+
+def test_demo_finds_the_bundled_examples_by_default() -> None:
+    assert cli.default_tasks_dir() == EXAMPLES
+
+
+def test_demo_without_the_example_files_explains_and_fails(tmp_path: Path) -> None:
+    run = run_cli("demo", "--tasks", str(tmp_path), cwd=tmp_path)
+    assert run.returncode == 2
+    assert "lacks the demo's example files" in run.stderr
+    assert "test-task.py" in run.stderr
+
+
+@pytest.mark.parametrize("argv", [[], ["demo", "--count", "0"], ["demo", "--workers", "x"]])
+def test_bad_arguments_are_usage_errors(argv: list[str]) -> None:
+    run = run_cli(*argv)
+    assert run.returncode == 2
+    assert "usage: nbqueue" in run.stderr
+
+
+def test_console_script_is_installed() -> None:
+    script = shutil.which("nbqueue", path=str(Path(sys.executable).parent))
+    if script is None:
+        pytest.skip("the nbqueue console script is not installed next to this interpreter")
+    run = subprocess.run([script, "--help"], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0
+    assert "demo" in run.stdout
