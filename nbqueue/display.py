@@ -248,6 +248,34 @@ def failures(tasks: list[Task[Any]], limit: int = FAILURE_ROWS) -> list[Task[Any
     return failed[:limit]
 
 
+def text_snapshot(queue: Queue) -> str:
+    """A queue's state as a few lines of text: overall bar, counts, running tasks, the
+    latest failures."""
+    tasks = queue.tasks
+    counts = queue.counts()
+    done, total, percent = overall(counts)
+    lines = [
+        f"nbqueue.Queue ({queue_state(queue)}): {total} tasks",
+        f"{text_bar(percent)} {done}/{total} finished ({percent:.0f}%)",
+        " · ".join(f"{k} {v}" for k, v in counts.items() if v) or "no tasks",
+    ]
+    running = [t for t in tasks if t.status.value == "running"]
+    if running:
+        lines.append(f"running ({len(running)}):")
+        for t in running[:TEXT_RUNNING_ROWS]:
+            lines.append(
+                f"  {t.name[:30]:<30} {text_bar(t.progress, 10)} {t.progress:3.0f}%"
+                f"  {seconds_text(elapsed(t))}"
+            )
+        if len(running) > TEXT_RUNNING_ROWS:
+            lines.append(f"  ... and {len(running) - TEXT_RUNNING_ROWS} more")
+    failed = failures(tasks)
+    if failed:
+        lines.append("recent failures:")
+        lines.extend(f"  {t.name}: {t.error}" for t in failed)
+    return "\n".join(lines)
+
+
 class TextDashboard:
     """A snapshot of a queue, for when the live widget cannot be shown (outside a notebook,
     or without ipywidgets). ``print()`` it for text; a notebook renders it as HTML. Each
@@ -258,30 +286,7 @@ class TextDashboard:
         self.reason = reason
 
     def __str__(self) -> str:
-        queue = self.queue
-        tasks = queue.tasks
-        counts = queue.counts()
-        done, total, percent = overall(counts)
-        lines = [
-            f"nbqueue.Queue ({queue_state(queue)}): {total} tasks",
-            f"{text_bar(percent)} {done}/{total} finished ({percent:.0f}%)",
-            " · ".join(f"{k} {v}" for k, v in counts.items() if v) or "no tasks",
-        ]
-        running = [t for t in tasks if t.status.value == "running"]
-        if running:
-            lines.append(f"running ({len(running)}):")
-            for t in running[:TEXT_RUNNING_ROWS]:
-                lines.append(
-                    f"  {t.name[:30]:<30} {text_bar(t.progress, 10)} {t.progress:3.0f}%"
-                    f"  {seconds_text(elapsed(t))}"
-                )
-            if len(running) > TEXT_RUNNING_ROWS:
-                lines.append(f"  ... and {len(running) - TEXT_RUNNING_ROWS} more")
-        failed = failures(tasks)
-        if failed:
-            lines.append("recent failures:")
-            lines.extend(f"  {t.name}: {t.error}" for t in failed)
-        return "\n".join(lines)
+        return text_snapshot(self.queue)
 
     def __repr__(self) -> str:
         return f"{self}\n({self.reason})"

@@ -192,7 +192,10 @@ class _View:
         self.widget.close()
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
-        return self.widget._repr_mimebundle_(**kwargs)
+        bundle = self.widget._repr_mimebundle_(**kwargs)
+        if isinstance(bundle, dict) and "text/plain" in bundle:
+            bundle["text/plain"] = str(self)  # for text front ends and saved notebooks
+        return bundle
 
 
 class TaskProgress(_View):
@@ -221,6 +224,10 @@ class TaskProgress(_View):
         # The first draw; while the task is unfinished it also starts the tick that picks
         # up the queue once the task is added to one.
         self._flush()
+
+    def __str__(self) -> str:
+        task = self._task_ref()
+        return repr(task) if task is not None else f"<Task {self.uid[:8]} (gone)>"
 
     def _on_event(self, kind: str, task: Any) -> None:
         if task is None or getattr(task, "uid", None) == self.uid:
@@ -290,8 +297,6 @@ class Dashboard(_View):
         self._failed: deque[str] = deque(maxlen=display.FAILURE_ROWS)
         self._recent: deque[str] = deque(maxlen=table_rows)
         self._shut_down = False
-        for task in queue.tasks:
-            self._note(task.status.value, task)
 
         self._header = w.HTML()
         self._overall = w.FloatProgress(value=0.0, min=0.0, max=100.0)
@@ -317,7 +322,10 @@ class Dashboard(_View):
             ]
         )
         self.widget.add_class("nbqueue-dashboard")
-        self._subscribe(queue)
+        self._subscribe(queue)  # first, so that nothing happens unseen during the scan
+        with self._lock:
+            for task in queue.tasks:
+                self._note(task.status.value, task)
         self._flush()
 
     @staticmethod
@@ -328,6 +336,15 @@ class Dashboard(_View):
         row = w.HBox([name, bar, info], layout=w.Layout(display="none"))
         row.add_class("nbqueue-task-row")
         return row, name, bar, info
+
+    def __str__(self) -> str:
+        queue = self._queue_ref()
+        return "nbqueue: the queue is gone" if queue is None else display.text_snapshot(queue)
+
+    @property
+    def percent(self) -> float:
+        """The overall bar's value as drawn last (finished tasks, in percent)."""
+        return float(self._overall.value)
 
     # -- the listener side: quick bookkeeping, then a throttled redraw --------------------
     def _note(self, status: str, task: Task[Any]) -> None:
