@@ -24,7 +24,9 @@ T = TypeVar("T")
 
 class TaskExecutor(Generic[DataT, ResultT]):
     """Base class for task executors: one subclass per file in the task directory (the file
-    name is the task type), or one registered with ``Queue.register``.
+    name is the task type), or one registered with ``Queue.register``. ``DataT`` is the type
+    of ``task.data``; ``ResultT`` what exec() returns, a TypedDict subclassing
+    ``TaskResult`` (so it has ``processed: bool``).
 
     Override ``exec`` (sync or ``async``); the other hooks are optional. Hooks run in a
     worker process. ``db`` is an SQLAlchemy Engine when the queue has a database, else None.
@@ -42,19 +44,20 @@ class TaskExecutor(Generic[DataT, ResultT]):
         regexes searched in ``"ExceptionName: message"`` or exception classes."""
         return []
 
-    def exec(self, task: Task[DataT]) -> TaskResult[ResultT] | Awaitable[TaskResult[ResultT]]:
-        """Do the work; return a mapping with ``processed: True`` plus your own fields."""
+    def exec(self, task: Task[DataT]) -> ResultT | Awaitable[ResultT]:
+        """Do the work; return a mapping with ``processed: True`` plus your own fields
+        (type it as a TypedDict subclassing ``TaskResult``)."""
         raise NotImplementedError(f"{type(self).__name__} must override exec(task)")
 
-    def on_complete(self, task: Task[DataT], result: TaskResult[ResultT], db: Any) -> Any:
+    def on_complete(self, task: Task[DataT], result: ResultT, db: Any) -> Any:
         """Called after a successful exec() and save_result()."""
 
     def on_failure(
-        self, task: Task[DataT], result: TaskResult[ResultT] | None, error: BaseException, db: Any
+        self, task: Task[DataT], result: ResultT | None, error: BaseException, db: Any
     ) -> Any:
         """Called when an attempt failed and will not be retried."""
 
-    def save_result(self, task: Task[DataT], result: TaskResult[ResultT], db: Any) -> Any:
+    def save_result(self, task: Task[DataT], result: ResultT, db: Any) -> Any:
         """Called after a successful exec(), before on_complete(); persist the result here."""
 
 

@@ -8,6 +8,7 @@ import hashlib
 import importlib.util
 import re
 import sys
+import threading
 import traceback
 from pathlib import Path
 from types import ModuleType
@@ -41,8 +42,18 @@ def module_name(path: Path) -> str:
     return f"nbqueue_tasks_{stem}_{tag}"
 
 
+_import_lock = threading.Lock()
+
+
 def load_task_file(path: Path) -> type[TaskExecutor[Any, Any]]:
-    """Import a task file and return the one TaskExecutor subclass it defines."""
+    """Import a task file and return the one TaskExecutor subclass it defines. Serialised:
+    a worker's task threads may ask for the same file at once, and none may see it
+    half-imported."""
+    with _import_lock:
+        return _load_task_file(path)
+
+
+def _load_task_file(path: Path) -> type[TaskExecutor[Any, Any]]:
     name = module_name(path)
     module = sys.modules.get(name)
     if module is None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import PurePosixPath
 from typing import Any, TypedDict
 
-from nbqueue import Task, TaskExecutor
+from nbqueue import Task, TaskExecutor, TaskResult
 
 
 class Size(TypedDict):
@@ -25,8 +25,7 @@ class CompressImageData(_CompressImageOptions):
     sizes: list[Size]
 
 
-class CompressImageResult(TypedDict):
-    processed: bool
+class CompressImageResult(TaskResult[None]):
     files: list[str]
 
 
@@ -37,7 +36,7 @@ class CompressImageTask(TaskExecutor[CompressImageData, CompressImageResult]):
     def validation_schema(self) -> list[Any]:
         return [has_image, has_sizes]
 
-    def exec(self, task: Task[CompressImageData]) -> CompressImageResult:  # type: ignore[override]
+    def exec(self, task: Task[CompressImageData]) -> CompressImageResult:
         assert task.data is not None
         image, sizes = task.data["image"], task.data["sizes"]
         step = task.data.get("step_seconds", 0.2)

@@ -26,8 +26,7 @@ class TestTaskData(TypedDict):
     email: Email
 
 
-class TestTaskResult(TypedDict, total=False):
-    processed: bool
+class TestTaskResult(TaskResult[None], total=False):
     data: bool
     sent_to: list[str]
 
@@ -39,14 +38,12 @@ class TestTask(TaskExecutor[TestTaskData, TestTaskResult]):
     def validation_schema(self) -> list[Any]:
         return [has_email]
 
-    # The ignore: nbqueue types exec() as returning TaskResult[ResultT]; this returns the
-    # seed's flat {"processed": True, ...} mapping, which TaskResult cannot express.
-    def exec(self, task: Task[TestTaskData]) -> TestTaskResult:  # type: ignore[override]
+    def exec(self, task: Task[TestTaskData]) -> TestTaskResult:
         assert task.data is not None
         email = task.data["email"]
         return {"processed": True, "data": True, "sent_to": [*email.to, *email.cc]}
 
-    def on_complete(self, task: Task[TestTaskData], result: TaskResult[Any], db: Any) -> None:
+    def on_complete(self, task: Task[TestTaskData], result: TestTaskResult, db: Any) -> None:
         """Optional: react to a successful run (nothing to do in the example)."""
 
     def on_failure(
