@@ -133,27 +133,11 @@ class WorkerProcess(_Runtime):
     ) -> None:
         uid = header[0]
         self.outbox.put((protocol.STARTED, uid, time.time()))
-        task: Task[Any] | None = None
-        executor: TaskExecutor[Any, Any] | None = None
         try:
-            executor = self.executors.get(task_type, ref)
-            data, metadata = serialization.loads(payload, f"data of task {header[1]!r}")
-            task = Task._from_header(header, data, metadata)
-            task._runtime = self
-            task._check_cancelled()
-            result = run_attempt(executor, task, self.db(), self.call)
-            result_bytes = serialization.dumps(result, f"result of task {task.name!r}")
-            self.outbox.put((protocol.DONE, uid, result_bytes, task.errors))
-        except BaseException as exc:  # reported to the controller, which decides what next
-            if isinstance(exc, concurrent.futures.CancelledError):
-                from nbqueue.errors import TaskCancelledError
-
-                exc = TaskCancelledError(f"task {header[1]!r} was cancelled")
-            record = ErrorRecord.from_exception(exc)
-            errors = task.errors if task is not None else []
-            if executor is not None and task is not None and not will_retry(executor, task, record):
-                report_failure(executor, task, exc, self.db(), self.call)
-            self.outbox.put((protocol.FAILED, uid, record, _pickle_error(exc), errors))
+            outcome = run_one(
+                self, self.executors, header, payload, task_type, ref, self.db, self.call
+            )
+            self.outbox.put((outcome[0], uid, *outcome[1:]))
         finally:
             with self._lock:
                 self.cancel_events.pop(uid, None)
@@ -196,6 +180,46 @@ class WorkerProcess(_Runtime):
 
                 self._db = sqlalchemy.create_engine(self._db_url)
             return self._db
+
+
+def run_one(
+    runtime: _Runtime,
+    executors: ExecutorCache,
+    header: tuple[Any, ...],
+    payload: bytes,
+    task_type: str,
+    ref: tuple[str, str],
+    db: Callable[[], Any],
+    call: Callable[..., Any],
+) -> tuple[Any, ...]:
+    """One attempt of one task, as every worker runs it (local processes and Dask alike):
+    load the executor, rebuild the task, run validation, exec() and the hooks, and say how
+    it went in wire form: ``(DONE, result_bytes, errors)`` or ``(FAILED, error_record,
+    exception_bytes_or_None, errors)``. Never raises; the controller judges what next.
+
+    ``runtime`` receives progress and provides the cancellation flag; ``db()`` gives the
+    engine hooks receive; ``call`` calls a hook (and runs it if it is a coroutine)."""
+    task: Task[Any] | None = None
+    executor: TaskExecutor[Any, Any] | None = None
+    try:
+        executor = executors.get(task_type, ref)
+        data, metadata = serialization.loads(payload, f"data of task {header[1]!r}")
+        task = Task._from_header(header, data, metadata)
+        task._runtime = runtime
+        task._check_cancelled()
+        result = run_attempt(executor, task, db(), call)
+        result_bytes = serialization.dumps(result, f"result of task {task.name!r}")
+        return (protocol.DONE, result_bytes, task.errors)
+    except BaseException as exc:  # reported to the controller, which decides what next
+        if isinstance(exc, concurrent.futures.CancelledError):
+            from nbqueue.errors import TaskCancelledError
+
+            exc = TaskCancelledError(f"task {header[1]!r} was cancelled")
+        record = ErrorRecord.from_exception(exc)
+        errors = task.errors if task is not None else []
+        if executor is not None and task is not None and not will_retry(executor, task, record):
+            report_failure(executor, task, exc, db(), call)
+        return (protocol.FAILED, record, _pickle_error(exc), errors)
 
 
 async def _await(value: Any) -> Any:
