@@ -7,8 +7,8 @@ reports back, like the local worker processes do:
 * **dispatch** -- ``client.submit(run_on_dask, ...)`` with a key of its own per attempt
   (``nbqueue-<type>-<uid>-...``), at most as many in flight as the cluster has worker threads,
   so the controller's priority order is the order work starts in. A registered executor's
-  cloudpickled payload travels once, as a small task the attempts depend on (each worker
-  fetches it once and keeps the unpickled executor by content hash); a task file is imported
+  cloudpickled payload is published once in a ``distributed.Variable``; each worker process
+  fetches it once and keeps the unpickled executor by content hash. A task file is imported
   by path on the worker, which works wherever the path exists (a ``LocalCluster``, a shared
   file system).
 * **live reports** -- the task function sends ``started``, ``progress`` (coalesced) and
@@ -50,9 +50,14 @@ import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from nbqueue import protocol
+from nbqueue import protocol, serialization
 from nbqueue.backends.base import BackendSink, ExecutionBackend, WorkerInfo
-from nbqueue.errors import ConfigurationError, TaskCancelledError, WorkerCrashedError
+from nbqueue.errors import (
+    ConfigurationError,
+    ExecutorImportError,
+    TaskCancelledError,
+    WorkerCrashedError,
+)
 from nbqueue.registry import ExecutorCache
 from nbqueue.task import ErrorRecord, _Runtime
 
@@ -78,6 +83,8 @@ ABORT_GRACE_SECONDS = 1.0
 REFRESH_SECONDS = 5.0
 #: Bound on one Client.restart_workers call.
 RESTART_TIMEOUT_SECONDS = 60.0
+#: How long a worker waits for a registered executor's payload to be published.
+EXECUTOR_FETCH_SECONDS = 60.0
 #: How long shutdown() waits for the cluster to acknowledge cancellations.
 SHUTDOWN_WAIT_SECONDS = 5.0
 #: The claim (and cancellation) of an attempt stopped before it reported starting, or lost
@@ -266,8 +273,21 @@ class _AttemptRuntime(_Runtime):
         return self._flag
 
 
-def _identity(value: Any) -> Any:
-    return value
+def _executor_payload(client: Any, variable: str, digest: str) -> bytes:
+    """A registered executor's cloudpickled payload, from the backend's Variable on the
+    scheduler (once per worker process: it is cached by content hash)."""
+    try:
+        payload = (
+            _distributed().Variable(variable, client=client).get(timeout=EXECUTOR_FETCH_SECONDS)
+        )
+    except Exception as exc:
+        raise ExecutorImportError(
+            f"could not fetch the executor from the Dask scheduler (variable {variable!r}): "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+    if not isinstance(payload, bytes) or serialization.digest(payload) != digest:
+        raise ExecutorImportError(f"the executor in variable {variable!r} is not the one expected")
+    return payload
 
 
 def run_on_dask(
@@ -277,7 +297,7 @@ def run_on_dask(
     payload: bytes,
     task_type: str,
     ref: ExecutorRef,
-    executor_payload: bytes | None,
+    executor_variable: str | None,
     db_url: str | None,
 ) -> tuple[tuple[Any, ...], tuple[str, str, int], float]:
     """The Dask task: one attempt of one nbqueue task. Returns ``(outcome, (address, name,
@@ -301,8 +321,14 @@ def run_on_dask(
         runtime.send(["started", key, *where, started])
         try:
             executors = _worker_executors()
-            if executor_payload is not None and not executors.has_payload(ref[1]):
-                executors.add_payload(ref[1], executor_payload)
+            if executor_variable is not None and not executors.has_payload(ref[1]):
+                try:
+                    executors.add_payload(
+                        ref[1], _executor_payload(client, executor_variable, ref[1])
+                    )
+                except ExecutorImportError as exc:
+                    record = ErrorRecord.from_exception(exc)
+                    return (protocol.FAILED, record, None, []), where, started
             outcome = worker_module.run_one(
                 runtime,
                 executors,
@@ -454,7 +480,7 @@ class DaskBackend(ExecutionBackend):
         self._restarting: set[str] = set()
         self._restarted: set[str] = set()  # addresses we restarted: their losses are ours
         self._restarts: dict[str, int] = {}  # by worker name (it survives a restart)
-        self._executor_futures: dict[str, Any] = {}  # digest -> future of the payload
+        self._published: dict[str, str] = {}  # executor digest -> Variable name
         self._refreshing = False
         self._refresh_again = False
         self._ticker: Any = None
@@ -498,11 +524,12 @@ class DaskBackend(ExecutionBackend):
         if self._ticker is not None:
             self._ticker.cancel()
         attempts = list(self._attempts.values())
-        futures = [a.future for a in attempts] + list(self._executor_futures.values())
+        futures = [a.future for a in attempts]
+        variables = list(self._published.values())
         keys = [a.key for a in attempts]
         self._attempts.clear()
         self._by_key.clear()
-        self._executor_futures.clear()
+        self._published.clear()
         client = self._client
         if client is None:
             return
@@ -514,6 +541,8 @@ class DaskBackend(ExecutionBackend):
                 client.cancel(futures)
             for key in keys:
                 self._event(_claim_name(key)).clear()
+            for name in variables:
+                _distributed().Variable(name, client=client).delete()
 
         pending = self._submit_io(release)
         if pending is not None:
@@ -549,7 +578,7 @@ class DaskBackend(ExecutionBackend):
         for task, spec in batch:
             key = f"nbqueue-{task.type}-{task.uid}-{self._token}-{next(self._seq)}"
             try:
-                executor_payload = self._executor_payload(spec)
+                executor_variable = self._publish_executor(spec)
                 future = client.submit(
                     run_on_dask,
                     key,
@@ -558,7 +587,7 @@ class DaskBackend(ExecutionBackend):
                     task._payload,
                     task.type,
                     spec.ref,
-                    executor_payload,
+                    executor_variable,
                     self.db_url,
                     key=key,
                     pure=False,
@@ -575,23 +604,20 @@ class DaskBackend(ExecutionBackend):
             self._by_key[key] = attempt
             future.add_done_callback(functools.partial(self._on_future_done, key))
 
-    def _executor_payload(self, spec: ExecutorSpec) -> Any:
-        """None for a task file; for a registered executor, a future of its payload, so
-        each worker fetches the bytes once."""
+    def _publish_executor(self, spec: ExecutorSpec) -> str | None:
+        """None for a task file (imported by path on the worker). A registered executor's
+        payload is put in a Variable on the scheduler, once; each worker process fetches it
+        once. (Not a dependency in the task graph: Dask would then run every task on the
+        worker holding it.)"""
         kind, digest = spec.ref
         if kind != "pickle":
             return None
-        future = self._executor_futures.get(digest)
-        if future is None:
-            future = self._client.submit(
-                _identity,
-                spec.payload,
-                key=f"nbqueue-executor-{digest}-{self._token}",
-                pure=False,
-                priority=1_000_000,
-            )
-            self._executor_futures[digest] = future
-        return future
+        name = self._published.get(digest)
+        if name is None:
+            name = self._published[digest] = f"nbqueue-executor-{self._token}-{digest}"
+            payload = spec.payload
+            self._submit_io(lambda: _distributed().Variable(name, client=self._client).set(payload))
+        return name
 
     def _report_lost(self, uid: str, error: BaseException | None) -> None:
         assert self._sink is not None
@@ -882,10 +908,24 @@ class DaskBackend(ExecutionBackend):
                 del self._zombies[key]
             if gone:
                 self._clear(*gone)
+            for address in set(self._pids) - set(workers):
+                del self._pids[address]
+            unknown = [a for a in workers if a not in self._pids]
+            if unknown and self._restarter is not None:
+                self._restarter.submit(self._fetch_pids, unknown)
             self._sink.capacity_changed()
         if self._refresh_again:
             self._refresh_again = False
             self._request_refresh()
+
+    def _fetch_pids(self, addresses: list[str]) -> None:
+        """The process ids of new workers, for ``workers()`` (on the helper thread for slow
+        calls: a worker whose event loop is blocked answers late)."""
+        try:
+            pids = self._client.run(os.getpid, workers=addresses)
+        except Exception:
+            return
+        self._post(lambda: self._pids.update({a: p for a, p in pids.items() if a in self._workers}))
 
     def _request_refresh(self) -> None:
         if self._refreshing:
