@@ -369,3 +369,37 @@ def test_missing_dask_is_a_clear_error_and_nbqueue_does_not_import_it() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert 'pip install "nbqueue[dask]"' in done.stdout
+
+
+def test_worker_loss_is_detected_when_the_user_takes_over_cluster_events(
+    client: Any, marker_dir: Path
+) -> None:
+    # A client has one handler per topic: a user subscribing to "all" after the queue
+    # started replaces the backend's. Loss is still detected (the re-run Dask makes of the
+    # lost attempt finds its claim taken), and the user's handler is left in place.
+    seen: list[str] = []
+
+    def wait_to_be_killed(task: Task[str]) -> str:
+        assert task.data is not None
+        if task.retry_count == 0:
+            Path(task.data).write_text(str(os.getpid()))
+            while True:
+                task.sleep(0.02)
+        return "second attempt"
+
+    pidfile = marker_dir / "pid"
+    try:
+        with queue_on(client) as q:
+            q.register(wait_to_be_killed)
+            client.subscribe_topic("all", lambda event: seen.append(event[1].get("action")))
+            t = Task("t", "wait_to_be_killed", data=str(pidfile), max_retries=1)
+            q.add(t)
+            q.run_automatically(3600)
+            poll(lambda: pidfile.exists() and pidfile.read_text())
+            os.kill(int(pidfile.read_text()), signal.SIGKILL)
+            assert t.wait(60) == {"processed": True, "value": "second attempt"}
+        assert t.retry_count == 1 and [e.type for e in t.errors] == ["WorkerCrashedError"]
+        assert "remove-worker" in seen
+        poll(lambda: "add-worker" in seen)  # still subscribed after the queue shut down
+    finally:
+        client.unsubscribe_topic("all")

@@ -354,6 +354,7 @@ class _Attempt:
     name: str
     future: Any
     worker: str | None = None  # address, once it reported "started"
+    exited: bool = False  # its thread has ended (the future's value may still be on its way)
     cancel_requested: bool = False
 
 
@@ -402,6 +403,8 @@ class _ClusterEvents:
             if fanout.listeners:
                 return
             del cls._by_client[id(client)]
+            if getattr(client, "_event_handlers", {}).get("all") is not fanout:
+                return  # someone subscribed after us: theirs stays
             try:
                 if fanout.previous is not None:
                     client.subscribe_topic("all", fanout.previous)
@@ -711,7 +714,9 @@ class DaskBackend(ExecutionBackend):
         future, key = self._forget(attempt), attempt.key
         self._raise_flags([key])
         self._submit_io(lambda: self._client.cancel([future]))
-        if attempt.worker is not None and attempt.worker in self._workers:
+        if attempt.exited:
+            self._clear(key)
+        elif attempt.worker is not None and attempt.worker in self._workers:
             self._zombies[key] = attempt.worker
         else:
             self._clear_later(key)
@@ -770,12 +775,14 @@ class DaskBackend(ExecutionBackend):
         freed = False
         for message in messages:
             kind, key = message[0], message[1]
+            attempt = self._by_key.get(key)
             if kind == "exit":
-                if self._zombies.pop(key, None) is not None:
+                if attempt is not None:
+                    attempt.exited = True
+                elif self._zombies.pop(key, None) is not None:
                     self._clear(key)
                     freed = True
                 continue
-            attempt = self._by_key.get(key)
             if attempt is None:
                 continue
             if kind == "started":
@@ -794,20 +801,26 @@ class DaskBackend(ExecutionBackend):
         address = msg.get("worker")
         if msg["action"] == "remove-worker" and isinstance(address, str):
             self._workers.pop(address, None)
-            self._restarting.discard(address)
-            gone = [key for key, where in self._zombies.items() if where == address]
-            for key in gone:
-                del self._zombies[key]
-            if gone:
-                self._clear(*gone)
-            ours = bool(msg.get("expected")) or address in self._restarted
-            for attempt in list(self._attempts.values()):
-                if attempt.worker != address:
-                    continue  # not started there: Dask runs it elsewhere
-                self._stop(attempt)
-                self._sink.task_lost(attempt.uid, None if ours else self._loss(attempt))
+            self._worker_gone(address, expected=bool(msg.get("expected")))
             self._sink.capacity_changed()
         self._request_refresh()
+
+    def _worker_gone(self, address: str, *, expected: bool) -> None:
+        """A worker left the cluster: what ran there is over. Attempts that had started there
+        are lost (a retry counts unless the removal was orderly or our own restart); the
+        ones Dask had only queued there it runs elsewhere."""
+        assert self._sink is not None
+        self._restarting.discard(address)
+        gone = [key for key, where in self._zombies.items() if where == address]
+        for key in gone:
+            del self._zombies[key]
+        if gone:
+            self._clear(*gone)
+        ours = expected or address in self._restarted
+        for attempt in list(self._attempts.values()):
+            if attempt.worker == address:
+                self._stop(attempt)
+                self._sink.task_lost(attempt.uid, None if ours else self._loss(attempt))
 
     def _loss(self, attempt: _Attempt) -> WorkerCrashedError:
         where = f"Dask worker {attempt.worker}" if attempt.worker else "its Dask worker"
@@ -836,7 +849,12 @@ class DaskBackend(ExecutionBackend):
             return  # aborted or lost meanwhile
         self._forget(attempt)
         uid = attempt.uid
-        if status == "cancelled" and attempt.cancel_requested and attempt.worker is not None:
+        if (
+            status == "cancelled"
+            and attempt.cancel_requested
+            and attempt.worker is not None
+            and not attempt.exited
+        ):
             self._zombies[key] = attempt.worker  # it may run until it notices its flag
         else:
             self._clear(key)
@@ -882,7 +900,8 @@ class DaskBackend(ExecutionBackend):
 
     # -- the cluster's workers -----------------------------------------------------------
     def _fetch_workers(self) -> dict[str, tuple[int, str]] | None:
-        """Running workers: address -> (nthreads, name). Blocking (one scheduler call)."""
+        """The cluster's workers: address -> (usable threads, name); a worker that is paused
+        or retiring has none to offer. Blocking (one scheduler call)."""
         try:
             try:
                 info = self._client.scheduler_info(n_workers=-1)
@@ -892,22 +911,24 @@ class DaskBackend(ExecutionBackend):
             log.warning("nbqueue: could not list the Dask cluster's workers", exc_info=True)
             return None
         return {
-            address: (int(meta.get("nthreads", 0)), str(meta.get("name", address)))
+            address: (
+                int(meta.get("nthreads", 0)) if meta.get("status", "running") == "running" else 0,
+                str(meta.get("name", address)),
+            )
             for address, meta in dict(info.get("workers", {})).items()
-            if meta.get("status", "running") == "running"
         }
 
     def _apply_workers(self, workers: dict[str, tuple[int, str]] | None) -> None:
         assert self._sink is not None
         self._refreshing = False
         if workers is not None:
+            # Workers that left without an event reaching us (a missed or overwritten "all"
+            # subscription): snapshots are taken in order, so one seen before and missing
+            # now has gone.
+            vanished = set(self._workers) - set(workers)
             self._workers = workers
-            self._restarting &= set(workers)
-            gone = [key for key, where in self._zombies.items() if where not in workers]
-            for key in gone:
-                del self._zombies[key]
-            if gone:
-                self._clear(*gone)
+            for address in vanished:
+                self._worker_gone(address, expected=False)
             for address in set(self._pids) - set(workers):
                 del self._pids[address]
             unknown = [a for a in workers if a not in self._pids]
