@@ -403,7 +403,8 @@ class _ClusterEvents:
             if fanout.listeners:
                 return
             del cls._by_client[id(client)]
-            if getattr(client, "_event_handlers", {}).get("all") is not fanout:
+            handlers: dict[str, object] = getattr(client, "_event_handlers", {})
+            if handlers.get("all") is not fanout:
                 return  # someone subscribed after us: theirs stays
             try:
                 if fanout.previous is not None:
