@@ -1,0 +1,65 @@
+"""Where a queue keeps its tasks: the storage interface and its backends.
+
+``make_adapter(db)`` turns what ``Queue(db=...)`` accepts into an adapter.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from nbqueue.errors import ConfigurationError
+from nbqueue.store.base import (
+    COLUMNS,
+    DEFAULT_TABLE,
+    REQUIRED,
+    SCHEMA_VERSION,
+    DatabaseAdapter,
+    DatabaseError,
+    Row,
+    SchemaMismatchError,
+)
+from nbqueue.store.memory import MemoryAdapter
+from nbqueue.store.sql import SQLAlchemyAdapter
+
+__all__ = [
+    "COLUMNS",
+    "DEFAULT_TABLE",
+    "REQUIRED",
+    "SCHEMA_VERSION",
+    "DatabaseAdapter",
+    "DatabaseError",
+    "MemoryAdapter",
+    "Row",
+    "SQLAlchemyAdapter",
+    "SchemaMismatchError",
+    "make_adapter",
+]
+
+
+def make_adapter(db: Any, *, table: str = DEFAULT_TABLE) -> DatabaseAdapter | None:
+    """The adapter for ``db``: None for None; an adapter as it is; an SQLAlchemy Engine, a
+    URL string (``"sqlite:///nbqueue.db"``, ``"postgresql+psycopg://user@host/db"``) or an
+    ``sqlalchemy.URL`` wrapped in an SQLAlchemyAdapter (on ``table``); a path object as an
+    SQLite file. The adapter is not opened yet."""
+    if db is None or isinstance(db, DatabaseAdapter):
+        return db
+    if isinstance(db, (Engine, sa.URL)):
+        return SQLAlchemyAdapter(db, table=table)
+    if isinstance(db, str):
+        if "://" not in db:
+            raise ConfigurationError(
+                f"db={db!r} is not a database URL; for an SQLite file use "
+                f"'sqlite:///{db}', for PostgreSQL 'postgresql+psycopg://user@host/dbname'"
+            )
+        return SQLAlchemyAdapter(db, table=table)
+    if isinstance(db, os.PathLike):
+        return SQLAlchemyAdapter(f"sqlite:///{os.fspath(db)}", table=table)
+    raise ConfigurationError(
+        "db must be None (keep tasks in memory), a DatabaseAdapter, an SQLAlchemy Engine, "
+        "a database URL such as 'sqlite:///nbqueue.db' or "
+        f"'postgresql+psycopg://user@host/dbname', or a path to an SQLite file; got {db!r}"
+    )

@@ -1,0 +1,327 @@
+"""The storage interface: a few primitives on rows of the tasks table.
+
+A backend stores rows (plain dicts of column name to value) and never sees a Task object;
+``nbqueue.rows`` is the one place a Task becomes a row and back. The public methods are
+written once here (argument checks, the clock, splitting a batch into inserts and updates);
+a backend implements the ``_``-prefixed primitives.
+
+The row contract, shared by every backend:
+
+- text: ``uid``, ``type``, ``name``, ``description``, ``status``, ``error``, ``worker``,
+  ``lease_owner``
+- int: ``priority``, ``retry_count``, ``max_retries``
+- float: ``progress``; ``delay`` and ``timeout`` in seconds; ``ready_at`` in epoch seconds
+- timezone-aware UTC datetime: ``created_at``, ``updated_at``, ``run_at``, ``started_at``,
+  ``finished_at``, ``lease_expires_at``
+- JSON documents as their text: ``data``, ``metadata``, ``user_id``, ``result``, ``errors``
+- bytes: ``data_blob`` (inputs that are not JSON, pickled), ``result_blob``
+
+``updated_at`` is stamped by the adapter on every write; ``lease_owner`` and
+``lease_expires_at`` belong to :meth:`DatabaseAdapter.claim` and friends.
+"""
+
+from __future__ import annotations
+
+import abc
+import datetime as dt
+import math
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from nbqueue.errors import ConfigurationError, NbqueueError
+
+#: One row of the tasks table: column name -> value (see the module docstring).
+Row = dict[str, Any]
+
+#: Version of the table layout below; recorded in ``<table>_meta`` when the table is made.
+SCHEMA_VERSION = 1
+DEFAULT_TABLE = "tasks"
+
+PENDING, RUNNING, RETRYING = "pending", "running", "retrying"
+COMPLETED, FAILED, CANCELLED = "completed", "failed", "cancelled"
+STATUSES = frozenset({PENDING, RUNNING, RETRYING, COMPLETED, FAILED, CANCELLED})
+#: Rows in these states are claimed once their ``ready_at`` has passed.
+CLAIMABLE = (PENDING, RETRYING)
+
+#: Every column, in table order.
+COLUMNS: tuple[str, ...] = (
+    # the seed's tasks table
+    "uid", "type", "name", "description", "status", "data", "error", "started_at",
+    "finished_at",
+    # what the queue needs on top
+    "priority", "progress", "retry_count", "max_retries", "delay", "timeout", "run_at",
+    "ready_at", "user_id", "metadata", "result", "errors", "created_at", "updated_at",
+    "worker", "lease_owner", "lease_expires_at", "data_blob", "result_blob",
+)  # fmt: skip
+#: Columns a new row must have. A row without all of them only updates an existing row
+#: (a state change for a task some other controller has deleted is then dropped).
+REQUIRED = frozenset({
+    "uid", "type", "name", "status", "priority", "progress", "retry_count", "max_retries",
+    "delay", "timeout", "created_at", "ready_at",
+})  # fmt: skip
+_KNOWN = frozenset(COLUMNS)
+
+
+class DatabaseError(NbqueueError):
+    """The task database could not be reached or refused an operation (after retries)."""
+
+
+class SchemaMismatchError(DatabaseError):
+    """The tasks table in the database does not have the layout this nbqueue expects; it
+    has been left untouched. Use another table name or move the old table away."""
+
+
+def utc_from_epoch(seconds: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(seconds, dt.timezone.utc)
+
+
+class DatabaseAdapter(abc.ABC):
+    """Where a queue keeps its tasks: the rows of one table.
+
+    Every method is safe to call from several threads. ``clock`` (epoch seconds, default
+    ``time.time``) is the adapter's notion of now, for readiness, leases and ``updated_at``.
+    """
+
+    def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
+        if not callable(clock):
+            raise ConfigurationError(f"clock must be a callable returning seconds, got {clock!r}")
+        self._clock = clock
+        self._opened = False
+        self._open_lock = threading.Lock()
+
+    @property
+    def url(self) -> str | None:
+        """A URL another process can open its own connection with; None when the storage
+        lives in this process only."""
+        return None
+
+    def __enter__(self) -> DatabaseAdapter:
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the public API -----------------------------------------------------------------
+    def open(self) -> None:
+        """Create the table (and record the schema version) when it is missing; check an
+        existing one. Raises SchemaMismatchError, and changes nothing, when it is
+        incompatible. Idempotent; the other methods call it on first use."""
+        with self._open_lock:
+            if not self._opened:
+                self._open()
+                self._opened = True
+
+    def close(self) -> None:
+        """Release connections. The stored rows stay; using the adapter again reopens it."""
+        with self._open_lock:
+            self._opened = False
+            self._close()
+
+    def _ensure_open(self) -> None:
+        if not self._opened:
+            self.open()
+
+    def save(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        """Write a batch of rows in one transaction. A row with every REQUIRED column is
+        inserted or replaces the stored columns it names; a row with fewer columns updates
+        an existing row only. Columns a row leaves out keep their stored values."""
+        now = utc_from_epoch(self._clock())
+        complete: list[Row] = []
+        partial: list[Row] = []
+        for row in rows:
+            checked = _checked_row(row)
+            checked["updated_at"] = now
+            (complete if checked.keys() >= REQUIRED else partial).append(checked)
+        if complete or partial:
+            self._ensure_open()
+            self._save(complete, partial)
+
+    def delete(self, uids: Iterable[str]) -> int:
+        """Delete these rows; returns how many existed."""
+        wanted = _uids(uids)
+        self._ensure_open()
+        return self._delete(wanted) if wanted else 0
+
+    def load(self, uids: Iterable[str] | None = None) -> list[Row]:
+        """Every row, or the rows with these uids (unknown uids are skipped)."""
+        wanted = None if uids is None else _uids(uids)
+        self._ensure_open()
+        return self._load(wanted) if wanted != [] else []
+
+    def load_changed(self, since: dt.datetime) -> list[Row]:
+        """Rows written after ``since`` (their ``updated_at`` is later). Transactions
+        commit in their own order, so a caller syncing with this should ask from a little
+        before the newest ``updated_at`` it has seen and ignore rows it already has."""
+        if not isinstance(since, dt.datetime):
+            raise ConfigurationError(f"since must be a datetime, got {since!r}")
+        self._ensure_open()
+        return self._load_changed(since.astimezone(dt.timezone.utc))
+
+    def claim(self, uids: Iterable[str], owner: str, lease_seconds: float) -> list[str]:
+        """Atomically move those of these rows that are pending (or retrying) and ready to
+        ``running``, leased to ``owner`` for ``lease_seconds``. Returns the uids won, in
+        the order given: a row is won by exactly one claimer, however many try at once."""
+        wanted = _uids(uids)
+        _check_owner(owner)
+        expires_in = _lease(lease_seconds)
+        self._ensure_open()
+        now = self._clock()
+        expires = utc_from_epoch(now + expires_in)
+        won = set(self._claim(wanted, owner, now, expires)) if wanted else set()
+        return [uid for uid in wanted if uid in won]
+
+    def claim_next(
+        self, owner: str, limit: int, lease_seconds: float, types: Iterable[str] | None = None
+    ) -> list[Row]:
+        """Claim up to ``limit`` of the best ready rows (priority desc, then created_at),
+        only of ``types`` when given; returns them (as claimed), best first. Rows another
+        claimer holds are skipped rather than waited for."""
+        _check_owner(owner)
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ConfigurationError(f"limit must be an int >= 1, got {limit!r}")
+        wanted_types = None if types is None else _strings(types, "types")
+        expires_in = _lease(lease_seconds)
+        if wanted_types == []:
+            return []
+        self._ensure_open()
+        now = self._clock()
+        expires = utc_from_epoch(now + expires_in)
+        rows = self._claim_next(owner, limit, now, expires, wanted_types)
+        rows.sort(key=order_key)
+        return rows
+
+    def heartbeat(self, owner: str, uids: Iterable[str], lease_seconds: float) -> list[str]:
+        """Extend ``owner``'s leases on these running rows to now + ``lease_seconds``;
+        returns the uids still held (a missing uid means the lease was lost). Leases are
+        not task state: ``updated_at`` is left alone."""
+        wanted = _uids(uids)
+        _check_owner(owner)
+        expires_in = _lease(lease_seconds)
+        self._ensure_open()
+        expires = utc_from_epoch(self._clock() + expires_in)
+        held = set(self._heartbeat(owner, wanted, expires)) if wanted else set()
+        return [uid for uid in wanted if uid in held]
+
+    def requeue_expired(self) -> list[str]:
+        """Put running rows whose lease has expired (their claimer died) back to pending;
+        returns their uids. Running rows without a lease are left alone."""
+        self._ensure_open()
+        return self._requeue_expired(utc_from_epoch(self._clock()))
+
+    # -- what a backend implements ------------------------------------------------------
+    @abc.abstractmethod
+    def _open(self) -> None: ...
+
+    @abc.abstractmethod
+    def _close(self) -> None: ...
+
+    @abc.abstractmethod
+    def _save(self, complete: list[Row], partial: list[Row]) -> None:
+        """Upsert ``complete`` rows and update existing rows from ``partial`` ones, in one
+        transaction."""
+
+    @abc.abstractmethod
+    def _delete(self, uids: list[str]) -> int: ...
+
+    @abc.abstractmethod
+    def _load(self, uids: list[str] | None) -> list[Row]: ...
+
+    @abc.abstractmethod
+    def _load_changed(self, since: dt.datetime) -> list[Row]: ...
+
+    @abc.abstractmethod
+    def _claim(self, uids: list[str], owner: str, now: float, expires: dt.datetime) -> list[str]:
+        """Conditional claim: claimable status and ``ready_at <= now``."""
+
+    @abc.abstractmethod
+    def _claim_next(
+        self, owner: str, limit: int, now: float, expires: dt.datetime, types: list[str] | None
+    ) -> list[Row]: ...
+
+    @abc.abstractmethod
+    def _heartbeat(self, owner: str, uids: list[str], expires: dt.datetime) -> list[str]: ...
+
+    @abc.abstractmethod
+    def _requeue_expired(self, now: dt.datetime) -> list[str]: ...
+
+    # -- shared by backends -------------------------------------------------------------
+    @staticmethod
+    def _claimed_values(owner: str, now: float, expires: dt.datetime) -> Row:
+        """The columns a claim sets."""
+        return {
+            "status": RUNNING,
+            "lease_owner": owner,
+            "lease_expires_at": expires,
+            "updated_at": utc_from_epoch(now),
+        }
+
+    @staticmethod
+    def _requeued_values(now: dt.datetime) -> Row:
+        """The columns requeue_expired() sets."""
+        return {
+            "status": PENDING,
+            "lease_owner": None,
+            "lease_expires_at": None,
+            "worker": None,
+            "started_at": None,
+            "progress": 0.0,
+            "updated_at": now,
+        }
+
+
+_EPOCH = utc_from_epoch(0)
+
+
+def order_key(row: Row) -> tuple[int, int, dt.datetime]:
+    """Best first: priority desc, then created_at. A row whose columns are not what they
+    should be (a corrupt row) sorts last instead of breaking the sort."""
+    priority, created = row.get("priority"), row.get("created_at")
+    if type(priority) is int and isinstance(created, dt.datetime) and created.tzinfo:
+        return (0, -priority, created)
+    return (1, 0, _EPOCH)
+
+
+def _checked_row(row: Mapping[str, Any]) -> Row:
+    if not isinstance(row, Mapping):
+        raise ConfigurationError(f"a row must be a mapping of column to value, got {row!r}")
+    uid = row.get("uid")
+    if not isinstance(uid, str) or not uid:
+        raise ConfigurationError(f"a row needs a non-empty string 'uid', got {uid!r}")
+    unknown = row.keys() - _KNOWN
+    if unknown:
+        raise ConfigurationError(
+            f"row {uid} has unknown column(s) {sorted(unknown)}; the columns are {list(COLUMNS)}"
+        )
+    return dict(row)
+
+
+def _strings(values: Iterable[str], what: str) -> list[str]:
+    if isinstance(values, str):
+        raise ConfigurationError(f"{what} must be an iterable of strings, not one string")
+    out = list(dict.fromkeys(values))
+    for value in out:
+        if not isinstance(value, str) or not value:
+            raise ConfigurationError(f"{what} must be non-empty strings, got {value!r}")
+    return out
+
+
+def _uids(uids: Iterable[str]) -> list[str]:
+    return _strings(uids, "uids")
+
+
+def _check_owner(owner: str) -> None:
+    if not isinstance(owner, str) or not owner:
+        raise ConfigurationError(f"owner must be a non-empty string, got {owner!r}")
+
+
+def _lease(seconds: float) -> float:
+    if (
+        isinstance(seconds, bool)
+        or not isinstance(seconds, (int, float))
+        or not (seconds > 0 and math.isfinite(seconds))
+    ):
+        raise ConfigurationError(f"lease_seconds must be a number > 0, got {seconds!r}")
+    return float(seconds)

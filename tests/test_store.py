@@ -1,0 +1,932 @@
+"""One storage suite for every backend: memory, SQLite (a file in tmp_path) and PostgreSQL.
+
+PostgreSQL comes from NBQUEUE_TEST_POSTGRES_URL (any database on the server; each test gets
+a fresh ``nbq_test_<random>`` database, dropped afterwards). Unset or unreachable: those
+tests are skipped -- except on CI (CI=true), where they fail.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import multiprocessing
+import os
+import pickle
+import random
+import re
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+from sqlalchemy import event
+
+from nbqueue import rows, serialization
+from nbqueue.errors import ConfigurationError, SerializationError
+from nbqueue.store import (
+    SCHEMA_VERSION,
+    DatabaseAdapter,
+    DatabaseError,
+    MemoryAdapter,
+    SchemaMismatchError,
+    SQLAlchemyAdapter,
+    make_adapter,
+)
+from nbqueue.task import ErrorRecord, Status, Task
+
+POSTGRES_ENV = "NBQUEUE_TEST_POSTGRES_URL"
+BACKENDS = ["memory", "sqlite", "postgresql"]
+SQL_BACKENDS = ["sqlite", "postgresql"]
+UTC = dt.timezone.utc
+
+
+# -- values that are not JSON (module level, so they pickle by reference) -----------------
+@dataclasses.dataclass(frozen=True)
+class Point:
+    x: int
+    y: int
+
+
+# -- fixtures -----------------------------------------------------------------------------
+class FakeClock:
+    """The adapters' clock, moved by hand: leases expire without anyone sleeping. It starts
+    a minute ahead so tasks made during a test are already ready."""
+
+    def __init__(self) -> None:
+        self.now = time.time() + 60
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@dataclasses.dataclass
+class Store:
+    """One backend under test: make adapters on the same storage, reach it with raw SQL."""
+
+    kind: str
+    clock: FakeClock
+    new_adapter: Callable[..., DatabaseAdapter]
+    url: str | None  # None for memory
+    raw: sa.Engine | None  # a plain engine on the same database, for raw SQL
+
+    def sql(self, statement: str, **params: Any) -> list[Any]:
+        assert self.raw is not None
+        with self.raw.begin() as conn:
+            result = conn.execute(sa.text(statement), params)
+            return list(result) if result.returns_rows else []
+
+
+def _unavailable(reason: str) -> None:
+    """Skip the PostgreSQL tests -- but on CI, fail them: there they must run."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{reason}; on CI the PostgreSQL storage tests must run", pytrace=False)
+    pytest.skip(f"{reason}; PostgreSQL storage tests skipped")
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[sa.Engine]:
+    """An AUTOCOMMIT engine on the database NBQUEUE_TEST_POSTGRES_URL names."""
+    url = os.environ.get(POSTGRES_ENV, "")
+    if not url:
+        _unavailable(
+            f"{POSTGRES_ENV} is not set (e.g. postgresql+psycopg://postgres@127.0.0.1:5432/"
+            "postgres)"
+        )
+    engine = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect():
+            pass
+    except Exception as exc:
+        engine.dispose()
+        shown = engine.url.render_as_string(hide_password=True)
+        first_line = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        _unavailable(f"PostgreSQL at {shown} ({POSTGRES_ENV}) is unreachable: {first_line}")
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: sa.Engine) -> Iterator[str]:
+    """A fresh database for one test."""
+    name = f"nbq_test_{uuid.uuid4().hex[:12]}"
+    with postgres_server.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    try:
+        yield postgres_server.url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with postgres_server.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=BACKENDS)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    kind = request.param
+    clock = FakeClock()
+    made: list[DatabaseAdapter] = []
+    if kind == "memory":
+        shared = MemoryAdapter(clock=clock)
+        yield Store(kind, clock, lambda **kw: shared, None, None)
+        return
+    if kind == "sqlite":
+        url = f"sqlite:///{tmp_path / 'tasks.db'}"
+    else:
+        url = request.getfixturevalue("postgres_url")
+
+    def new_adapter(**options: Any) -> DatabaseAdapter:
+        adapter = SQLAlchemyAdapter(url, clock=clock, **options)
+        made.append(adapter)
+        return adapter
+
+    raw = sa.create_engine(url)
+    try:
+        yield Store(kind, clock, new_adapter, url, raw)
+    finally:
+        for adapter in made:
+            adapter.close()
+        raw.dispose()
+
+
+@pytest.fixture
+def adapter(store: Store) -> DatabaseAdapter:
+    adapter = store.new_adapter()
+    adapter.open()
+    return adapter
+
+
+sql_only = pytest.mark.parametrize("store", SQL_BACKENDS, indirect=True)
+sqlite_only = pytest.mark.parametrize("store", ["sqlite"], indirect=True)
+postgres_only = pytest.mark.parametrize("store", ["postgresql"], indirect=True)
+
+
+# -- helpers ------------------------------------------------------------------------------
+def make_task(name: str = "task", **options: Any) -> Task[Any]:
+    options.setdefault("type", "work")
+    return Task(name, **options)
+
+
+def save(adapter: DatabaseAdapter, *tasks: Task[Any]) -> None:
+    adapter.save(rows.task_to_row(task) for task in tasks)
+
+
+def load_task(adapter: DatabaseAdapter, uid: str) -> Task[Any]:
+    [row] = adapter.load([uid])
+    return rows.row_to_task(row)
+
+
+def by_uid(adapter: DatabaseAdapter) -> dict[str, dict[str, Any]]:
+    return {row["uid"]: row for row in adapter.load()}
+
+
+SAME = (
+    "uid", "name", "type", "description", "status", "priority", "progress", "retry_count",
+    "max_retries", "delay", "timeout", "run_at", "user_id", "created_at", "started_at",
+    "finished_at", "errors", "worker", "_ready_at",
+)  # fmt: skip
+
+
+def assert_same_task(back: Task[Any], task: Task[Any]) -> None:
+    for name in SAME:
+        assert getattr(back, name) == getattr(task, name), name
+    for moment in ("run_at", "created_at", "started_at", "finished_at"):
+        value = getattr(back, moment)
+        assert value is None or value.tzinfo == UTC, moment
+    assert back._queue is None and back._runtime is None
+    unset = [slot for slot in Task.__slots__ if slot != "__weakref__" and not hasattr(back, slot)]
+    assert unset == []
+
+
+# -- round trips --------------------------------------------------------------------------
+def test_json_values_round_trip(adapter: DatabaseAdapter) -> None:
+    task = make_task(
+        "fit",
+        type="model",
+        description="fit one model",
+        priority=3,
+        max_retries=5,
+        delay=1.5,
+        timeout=12,
+        run_at=dt.datetime(2031, 5, 6, 7, 8, 9, 123456, tzinfo=UTC),
+        data={"rows": [1, 2.5, "x", None, True], "nested": {"empty": [], "é": "ü\u0000"}},
+        user_id="ada",
+        metadata={"owner": "ada", "tags": ["a", "b"]},
+    )
+    save(adapter, task)
+    [row] = adapter.load([task.uid])
+    assert row["data_blob"] is None and row["data"] is not None
+    back = rows.row_to_task(row)
+    assert_same_task(back, task)
+    assert back.data == task.data and back.metadata == task.metadata
+    assert back._payload is not None
+    assert pickle.loads(back._payload) == (task.data, task.metadata)
+
+
+def test_values_that_are_not_json_round_trip(adapter: DatabaseAdapter) -> None:
+    frame = pd.DataFrame({"a": [1, 2], "b": ["x", "y"]})
+    data = {"ids": {1, 2, 3}, "point": Point(1, 2), "pair": (1, 2), 3: "int key"}
+    task = make_task(
+        data={**data, "frame": frame, "array": np.arange(4.0)},
+        user_id=uuid.UUID(int=7),
+        metadata={"when": dt.datetime(2030, 1, 1, tzinfo=UTC)},
+    )
+    try:
+        raise ValueError("bad input")
+    except ValueError as exc:
+        task.errors.append(ErrorRecord.from_exception(exc))
+    task.status, task.progress, task.retry_count = Status.COMPLETED, 100.0, 1
+    task.started_at = dt.datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
+    task.finished_at = dt.datetime(2030, 1, 1, 12, 5, 30, 5, tzinfo=UTC)
+    task.worker = "nbqueue-worker-1"
+    task._result_bytes = serialization.dumps({"processed": True, "value": Point(3, 4)})
+    save(adapter, task)
+
+    [row] = adapter.load([task.uid])
+    assert row["data"] is None and row["user_id"] is None and row["data_blob"]
+    assert row["result"] is None and row["result_blob"]
+    back = rows.row_to_task(row)
+    assert_same_task(back, task)
+    assert back.data is not None
+    assert {k: back.data[k] for k in data} == data
+    assert type(back.data["pair"]) is tuple
+    assert back.data["frame"].equals(frame)
+    assert np.array_equal(back.data["array"], np.arange(4.0))
+    assert back.user_id == uuid.UUID(int=7) and back.metadata == task.metadata
+    assert back.result == {"processed": True, "value": Point(3, 4)}
+    assert back.errors[0].type == "ValueError" and "bad input" in (back.errors[0].traceback or "")
+    assert back.errors[0].classes[0] == "builtins.ValueError"
+    assert back._payload is None  # finished: no worker will need it
+
+
+def test_json_result_and_failure_round_trip(adapter: DatabaseAdapter) -> None:
+    done = make_task("done")
+    done.status = Status.COMPLETED
+    done._result_bytes = serialization.dumps({"processed": True, "value": [1, 2]})
+    failed = make_task("failed", metadata={"k": 1})
+    failed.status, failed.retry_count = Status.RETRYING, 2
+    failed._ready_at += 30
+    failed.add_error("first try")
+    failed.add_error(RuntimeError("second try"))
+    save(adapter, done, failed)
+
+    found = by_uid(adapter)
+    assert found[done.uid]["result"] is not None and found[done.uid]["result_blob"] is None
+    assert rows.row_to_task(found[done.uid]).result == {"processed": True, "value": [1, 2]}
+    back = rows.row_to_task(found[failed.uid])
+    assert_same_task(back, failed)
+    assert [str(e) for e in back.errors] == ["Error: first try", "RuntimeError: second try"]
+    assert found[failed.uid]["error"] == "RuntimeError: second try"
+
+
+# -- writing ------------------------------------------------------------------------------
+def test_save_upserts(adapter: DatabaseAdapter) -> None:
+    task = make_task(priority=1)
+    save(adapter, task)
+    task.priority, task.status, task.progress = 9, Status.RUNNING, 40.0
+    save(adapter, task)
+    [row] = adapter.load()
+    assert (row["priority"], row["status"], row["progress"]) == (9, "running", 40.0)
+
+
+def test_state_row_updates_only_what_changes(store: Store, adapter: DatabaseAdapter) -> None:
+    task = make_task(data={"big": list(range(10))})
+    save(adapter, task)
+    task.data = {"changed": True}  # inputs are not part of a state row
+    task.status, task.progress, task.worker = Status.RUNNING, 12.5, "w-1"
+    ghost = make_task("never saved")
+    adapter.save([rows.task_state_row(task), rows.task_state_row(ghost)])
+    found = by_uid(adapter)
+    assert list(found) == [task.uid]  # a state row never inserts
+    back = rows.row_to_task(found[task.uid])
+    assert back.data == {"big": list(range(10))}
+    assert (back.status, back.progress, back.worker) == (Status.RUNNING, 12.5, "w-1")
+
+
+def test_apply_state_syncs_another_copy(adapter: DatabaseAdapter) -> None:
+    task = make_task(data=[1, 2])
+    save(adapter, task)
+    copy = load_task(adapter, task.uid)
+    task.status, task.progress, task.worker = Status.FAILED, 50.0, "w-2"
+    task.add_error(KeyError("missing"))
+    adapter.save([rows.task_state_row(task)])
+    rows.apply_state(copy, adapter.load([task.uid])[0])
+    assert (copy.status, copy.progress, copy.worker) == (Status.FAILED, 50.0, "w-2")
+    assert copy.errors == task.errors and copy.data == [1, 2]
+    with pytest.raises(rows.CorruptRowError, match=task.uid):
+        rows.apply_state(make_task(), rows.task_state_row(task))
+
+
+def test_delete(adapter: DatabaseAdapter) -> None:
+    keep, drop = make_task("keep"), make_task("drop")
+    save(adapter, keep, drop)
+    assert adapter.delete([drop.uid, "no-such-uid"]) == 1
+    assert list(by_uid(adapter)) == [keep.uid]
+    assert adapter.delete([]) == 0
+
+
+def test_bad_arguments_are_refused(adapter: DatabaseAdapter) -> None:
+    task = make_task()
+    with pytest.raises(ConfigurationError, match="unknown column"):
+        adapter.save([{**rows.task_to_row(task), "colour": "red"}])
+    with pytest.raises(ConfigurationError, match="uid"):
+        adapter.save([{"status": "pending"}])
+    with pytest.raises(ConfigurationError, match="owner"):
+        adapter.claim([task.uid], "", 10)
+    with pytest.raises(ConfigurationError, match="lease_seconds"):
+        adapter.claim([task.uid], "me", 0)
+    with pytest.raises(ConfigurationError, match="limit"):
+        adapter.claim_next("me", 0, 10)
+    with pytest.raises(ConfigurationError, match="types"):
+        adapter.claim_next("me", 1, 10, types="work")
+    with pytest.raises(ConfigurationError, match="since"):
+        adapter.load_changed("yesterday")  # type: ignore[arg-type]
+    assert adapter.load() == []
+
+
+# -- claims -------------------------------------------------------------------------------
+def test_claim_takes_only_pending_ready_rows(store: Store, adapter: DatabaseAdapter) -> None:
+    ready = make_task("ready")
+    later = make_task("later", delay=3600)
+    scheduled = make_task("scheduled", run_at=dt.datetime.now(UTC) + dt.timedelta(days=1))
+    backed_off = make_task("retrying, backed off")
+    backed_off.status = Status.RETRYING
+    waiting = make_task("retrying, still waiting")
+    waiting.status, waiting._ready_at = Status.RETRYING, store.clock() + 100
+    others = []
+    for status in Status:
+        if status not in _CLAIMABLE:
+            others.append(make_task(status.value))
+            others[-1].status = status
+    everyone = [ready, later, scheduled, backed_off, waiting, *others]
+    save(adapter, *everyone)
+
+    won = adapter.claim([t.uid for t in everyone], "me", 30)
+    assert sorted(won) == sorted([ready.uid, backed_off.uid])
+    assert adapter.claim([t.uid for t in everyone], "you", 30) == []
+    found = by_uid(adapter)
+    for uid in won:
+        assert found[uid]["status"] == "running" and found[uid]["lease_owner"] == "me"
+        expected = dt.datetime.fromtimestamp(store.clock() + 30, UTC)
+        assert found[uid]["lease_expires_at"] == expected
+    assert found[later.uid]["status"] == "pending" and found[later.uid]["lease_owner"] is None
+
+    store.clock.advance(200)  # the back-off is over, the delay is not
+    assert adapter.claim([waiting.uid, later.uid], "me", 30) == [waiting.uid]
+
+
+_CLAIMABLE = (Status.PENDING, Status.RETRYING)
+
+
+def test_claim_next_order_and_types(store: Store, adapter: DatabaseAdapter) -> None:
+    start = dt.datetime.now(UTC) - dt.timedelta(minutes=5)
+    specs = [("low-old", 0, "a"), ("high-new", 5, "a"), ("high-old", 5, "b"), ("mid", 2, "b"),
+             ("low-new", 0, "a"), ("high-c", 9, "c")]  # fmt: skip
+    tasks = {}
+    for i, (name, priority, kind) in enumerate(specs):
+        task = make_task(name, type=kind, priority=priority)
+        task.created_at = start + dt.timedelta(seconds=i)
+        tasks[name] = task
+    tasks["high-new"].created_at = start + dt.timedelta(seconds=30)
+    save(adapter, *tasks.values())
+    names = {t.uid: t.name for t in tasks.values()}
+
+    first = adapter.claim_next("me", 3, 30, types=["a", "b"])
+    assert [names[r["uid"]] for r in first] == ["high-old", "high-new", "mid"]
+    assert all(r["status"] == "running" and r["lease_owner"] == "me" for r in first)
+    assert rows.row_to_task(first[0]).name == "high-old"
+    assert [names[r["uid"]] for r in adapter.claim_next("me", 10, 30, types=["a"])] == [
+        "low-old",
+        "low-new",
+    ]
+    assert adapter.claim_next("me", 10, 30, types=[]) == []
+    assert [names[r["uid"]] for r in adapter.claim_next("me", 10, 30)] == ["high-c"]
+    assert adapter.claim_next("me", 10, 30) == []
+
+
+def test_claims_are_exactly_once_under_contention(store: Store) -> None:
+    first = store.new_adapter()
+    first.open()
+    tasks = [make_task(f"t{i}", priority=i % 3) for i in range(200)]
+    save(first, *tasks)
+    uids = [t.uid for t in tasks]
+    claimers = [store.new_adapter() for _ in range(4)]
+    for claimer in claimers:
+        claimer.open()
+    start = threading.Barrier(len(claimers))
+    won: dict[int, list[str]] = {i: [] for i in range(len(claimers))}
+    errors: list[BaseException] = []
+
+    def claim(i: int) -> None:
+        try:
+            adapter, owner = claimers[i], f"owner-{i}"
+            order = uids[:]
+            random.Random(i).shuffle(order)
+            start.wait()
+            if i % 2 == 0:  # by uid, in batches
+                for k in range(0, len(order), 25):
+                    won[i].extend(adapter.claim(order[k : k + 25], owner, 60))
+            else:  # the best ready ones
+                while batch := adapter.claim_next(owner, 7, 60):
+                    won[i].extend(row["uid"] for row in batch)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=claim, args=(i,)) for i in range(len(claimers))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    every = [uid for claimed in won.values() for uid in claimed]
+    assert sorted(every) == sorted(uids)  # every uid won, and by exactly one claimer
+    found = by_uid(first)
+    for i, claimed in won.items():
+        assert all(found[uid]["lease_owner"] == f"owner-{i}" for uid in claimed)
+
+
+def _claim_in_process(
+    url: str, uids: list[str], owner: str, seed: int, start: Any, results: Any
+) -> None:
+    adapter = SQLAlchemyAdapter(url)
+    try:
+        adapter.open()
+        order = uids[:]
+        random.Random(seed).shuffle(order)
+        start.wait()
+        won = []
+        for k in range(0, len(order), 20):
+            won.extend(adapter.claim(order[k : k + 20], owner, 60))
+            won.extend(row["uid"] for row in adapter.claim_next(owner, 3, 60))
+        results.put((owner, won))
+    except BaseException as exc:
+        results.put((owner, repr(exc)))
+    finally:
+        adapter.close()
+
+
+@sql_only
+def test_claims_are_exactly_once_across_processes(store: Store, adapter: DatabaseAdapter) -> None:
+    tasks = [make_task(f"t{i}") for i in range(200)]
+    save(adapter, *tasks)
+    uids = [t.uid for t in tasks]
+    assert adapter.url is not None
+    ctx = multiprocessing.get_context("spawn")
+    start, results = ctx.Barrier(2), ctx.Queue()
+    processes = [
+        ctx.Process(target=_claim_in_process, args=(adapter.url, uids, f"p{i}", i, start, results))
+        for i in range(2)
+    ]
+    for process in processes:
+        process.start()
+    try:
+        won = dict(results.get(timeout=90) for _ in processes)
+    finally:
+        for process in processes:
+            process.join(timeout=30)
+            if process.is_alive():
+                process.kill()
+    assert all(isinstance(claimed, list) for claimed in won.values()), won
+    assert sorted(won["p0"] + won["p1"]) == sorted(uids)
+    assert [p.exitcode for p in processes] == [0, 0]
+
+
+# -- leases -------------------------------------------------------------------------------
+def test_heartbeat_extends_the_lease(store: Store, adapter: DatabaseAdapter) -> None:
+    mine, theirs = make_task("mine"), make_task("theirs")
+    save(adapter, mine, theirs)
+    assert adapter.claim([mine.uid], "me", 10) == [mine.uid]
+    assert adapter.claim([theirs.uid], "you", 10) == [theirs.uid]
+    store.clock.advance(8)
+    assert adapter.heartbeat("me", [mine.uid, theirs.uid, "gone"], 10) == [mine.uid]
+    store.clock.advance(5)  # past the first lease, within the extended one
+    assert adapter.requeue_expired() == [theirs.uid]
+    store.clock.advance(10)
+    assert adapter.requeue_expired() == [mine.uid]
+    assert adapter.heartbeat("me", [mine.uid], 10) == []  # the lease was lost
+
+
+def test_requeue_expired(store: Store, adapter: DatabaseAdapter) -> None:
+    task, unleased, done = make_task("leased"), make_task("no lease"), make_task("done")
+    unleased.status = Status.RUNNING  # saved as running without a claim: never requeued
+    save(adapter, task, unleased, done)
+    assert adapter.claim([task.uid, done.uid], "me", 5) == [task.uid, done.uid]
+    task.status, task.progress, task.worker = Status.RUNNING, 30.0, "w-1"
+    done.status = Status.COMPLETED
+    adapter.save([rows.task_state_row(task), rows.task_state_row(done)])
+    assert adapter.requeue_expired() == []
+    store.clock.advance(6)
+    assert adapter.requeue_expired() == [task.uid]
+    assert adapter.requeue_expired() == []
+    found = by_uid(adapter)
+    row = found[task.uid]
+    assert (row["status"], row["progress"], row["worker"], row["lease_owner"]) == (
+        "pending", 0.0, None, None,
+    )  # fmt: skip
+    assert found[done.uid]["status"] == "completed"
+    assert found[unleased.uid]["status"] == "running"
+    assert adapter.claim([task.uid], "you", 5) == [task.uid]
+
+
+def test_load_changed(store: Store, adapter: DatabaseAdapter) -> None:
+    old, new = make_task("old"), make_task("new")
+    save(adapter, old)
+    mark = dt.datetime.fromtimestamp(store.clock(), UTC)
+    store.clock.advance(1)
+    save(adapter, new)
+    assert [r["uid"] for r in adapter.load_changed(mark)] == [new.uid]
+    store.clock.advance(1)
+    adapter.claim([old.uid], "me", 10)
+    assert sorted(r["uid"] for r in adapter.load_changed(mark)) == sorted([old.uid, new.uid])
+    later = dt.datetime.fromtimestamp(store.clock(), UTC)
+    assert adapter.load_changed(later) == []
+    assert adapter.load_changed(later.astimezone(dt.timezone(dt.timedelta(hours=-5)))) == []
+
+
+# -- schema -------------------------------------------------------------------------------
+@sql_only
+def test_table_is_created_on_first_use_with_its_schema_version(store: Store) -> None:
+    adapter = store.new_adapter()
+    save(adapter, make_task())  # no open(): the first use creates the table
+    assert store.sql("SELECT key, value FROM tasks_meta") == [
+        ("schema_version", str(SCHEMA_VERSION))
+    ]
+    again = store.new_adapter()
+    again.open()  # an existing, compatible table is used as it is
+    save(again, make_task())
+    assert len(adapter.load()) == 2
+    adapter.close()
+    assert len(adapter.load()) == 2  # a closed adapter reopens on use
+
+
+@sql_only
+def test_table_name_is_configurable(store: Store) -> None:
+    jobs = store.new_adapter(table="jobs")
+    jobs.open()
+    save(jobs, make_task())
+    inspector = sa.inspect(store.raw)
+    assert inspector is not None
+    assert {"jobs", "jobs_meta"} <= set(inspector.get_table_names())
+    assert "tasks" not in inspector.get_table_names()
+    with pytest.raises(ConfigurationError, match="table"):
+        store.new_adapter(table="jobs; DROP TABLE jobs")
+
+
+@sql_only
+def test_opening_concurrently_creates_the_table_once(store: Store) -> None:
+    adapters = [store.new_adapter() for _ in range(3)]
+    start = threading.Barrier(len(adapters))
+    errors: list[BaseException] = []
+
+    def open_it(adapter: DatabaseAdapter) -> None:
+        try:
+            start.wait()
+            adapter.open()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_it, args=(a,)) for a in adapters]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert store.sql("SELECT count(*) FROM tasks_meta") == [(1,)]
+
+
+SEED_TABLE = """CREATE TABLE tasks (uid VARCHAR(64) PRIMARY KEY, type VARCHAR(255), name TEXT,
+    description TEXT, status VARCHAR(16), data TEXT, error TEXT, started_at TIMESTAMP,
+    finished_at TIMESTAMP)"""
+
+
+@sql_only
+def test_foreign_table_is_refused_and_left_alone(store: Store) -> None:
+    store.sql(SEED_TABLE)
+    store.sql("INSERT INTO tasks (uid, type, name, status) VALUES ('a', 't', 'n', 'pending')")
+    adapter = store.new_adapter()
+    with pytest.raises(SchemaMismatchError, match="not made by nbqueue") as caught:
+        adapter.open()
+    assert "table='nbqueue_tasks'" in str(caught.value)
+    assert store.sql("SELECT uid, status FROM tasks") == [("a", "pending")]
+    inspector = sa.inspect(store.raw)
+    assert inspector is not None
+    assert len(inspector.get_columns("tasks")) == 9
+    assert not inspector.has_table("tasks_meta")
+
+
+@sql_only
+def test_other_schema_version_is_refused(store: Store, adapter: DatabaseAdapter) -> None:
+    save(adapter, make_task())
+    store.sql("UPDATE tasks_meta SET value = '99'")
+    with pytest.raises(SchemaMismatchError, match="version 99"):
+        store.new_adapter().open()
+    assert len(adapter.load()) == 1
+
+
+@sql_only
+def test_missing_column_is_refused(store: Store, adapter: DatabaseAdapter) -> None:
+    store.sql("ALTER TABLE tasks DROP COLUMN result_blob")
+    with pytest.raises(SchemaMismatchError, match="result_blob"):
+        store.new_adapter().open()
+    store.sql("ALTER TABLE tasks ADD COLUMN result_blob BYTEA" if store.kind == "postgresql"
+              else "ALTER TABLE tasks ADD COLUMN result_blob BLOB")  # fmt: skip
+    store.sql("ALTER TABLE tasks ADD COLUMN colour TEXT NOT NULL DEFAULT 'red'")
+    store.new_adapter().open()  # an extra column with a default does no harm
+    store.sql("ALTER TABLE tasks ADD COLUMN shape TEXT NOT NULL")
+    with pytest.raises(SchemaMismatchError, match="shape"):
+        store.new_adapter().open()
+
+
+# -- corrupt rows -------------------------------------------------------------------------
+CORRUPTIONS: dict[str, tuple[dict[str, Any], str]] = {
+    "unknown status": ({"status": "exploded"}, "status"),
+    "errors not a list": ({"errors": '{"not": "a list"}'}, "errors"),
+    "malformed error record": ({"errors": '[{"type": 1}]'}, "errors"),
+    "metadata not a mapping": ({"metadata": "[1, 2]"}, "metadata"),
+    "not a pickle": ({"data_blob": b"garbage"}, "data_blob"),
+    "unpicklable blob": ({"data_blob": b"\x80\x05\x95garbage."}, "data_blob"),
+    "blob of the wrong shape": ({"data_blob": pickle.dumps([1, 2])}, "data_blob"),
+    "garbage result": ({"result_blob": b"junk"}, "result_blob"),
+}
+
+
+@pytest.mark.parametrize("corruption", list(CORRUPTIONS))
+def test_corrupt_row_fails_only_its_task(adapter: DatabaseAdapter, corruption: str) -> None:
+    change, column = CORRUPTIONS[corruption]
+    good = [make_task(f"good{i}", data={"i": i}) for i in range(3)]
+    bad = make_task("bad", data={"x": 1})
+    save(adapter, *good, bad)
+    adapter.save([{"uid": bad.uid, **change}])
+    _assert_only_bad_fails(adapter, good, bad, column)
+
+
+def _assert_only_bad_fails(
+    adapter: DatabaseAdapter, good: list[Task[Any]], bad: Task[Any], column: str
+) -> None:
+    loaded = by_uid(adapter)  # loading never fails
+    assert len(loaded) == len(good) + 1
+    for task in good:
+        assert rows.row_to_task(loaded[task.uid]).data == task.data
+    with pytest.raises(rows.CorruptRowError) as caught:
+        rows.row_to_task(loaded[bad.uid])
+    assert bad.uid in str(caught.value) and repr(column) in str(caught.value)
+    assert caught.value.uid == bad.uid
+    assert isinstance(caught.value, SerializationError)
+    # The claim path skips nothing it should not: good rows are still claimable.
+    assert len(adapter.claim_next("me", 10, 30)) >= len(good)
+
+
+RAW_CORRUPTIONS: dict[str, dict[str, tuple[str, str]]] = {
+    "sqlite": {
+        "data": ("UPDATE tasks SET data = '{oops' WHERE uid = :uid", "data"),
+        "created_at": ("UPDATE tasks SET created_at = 'yesterday' WHERE uid = :uid", "created_at"),
+        "priority": ("UPDATE tasks SET priority = 'high' WHERE uid = :uid", "priority"),
+        "data_blob": ("UPDATE tasks SET data_blob = x'00ff' WHERE uid = :uid", "data_blob"),
+    },
+    "postgresql": {
+        "errors": ("""UPDATE tasks SET errors = '{"x": 1}' WHERE uid = :uid""", "errors"),
+        "data_blob": (
+            r"UPDATE tasks SET data_blob = '\x00ff'::bytea WHERE uid = :uid",
+            "data_blob",
+        ),
+        "metadata": ("UPDATE tasks SET metadata = '\"text\"' WHERE uid = :uid", "metadata"),
+        "type": ("UPDATE tasks SET type = '' WHERE uid = :uid", "type"),
+    },
+}
+
+
+@sql_only
+def test_corrupt_row_written_with_raw_sql(store: Store, adapter: DatabaseAdapter) -> None:
+    for statement, column in RAW_CORRUPTIONS[store.kind].values():
+        good = [make_task(f"good{i}", data={"i": i}) for i in range(2)]
+        bad = make_task("bad", data={"x": 1})
+        save(adapter, *good, bad)
+        store.sql(statement, uid=bad.uid)
+        _assert_only_bad_fails(adapter, good, bad, column)
+        adapter.delete(row["uid"] for row in adapter.load())
+
+
+def test_row_missing_a_column_is_corrupt() -> None:
+    task = make_task()
+    row = rows.task_to_row(task)
+    del row["status"]
+    with pytest.raises(rows.CorruptRowError, match=f"{task.uid}.*'status' is missing"):
+        rows.row_to_task(row)
+    with pytest.raises(rows.CorruptRowError, match="uid"):
+        rows.row_to_task({"name": "no uid"})
+
+
+def test_unpicklable_data_is_refused_when_made_into_a_row() -> None:
+    task = make_task(data={"lock": threading.Lock()})
+    with pytest.raises(SerializationError, match="cannot be pickled"):
+        rows.task_to_row(task)
+
+
+# -- database faults ----------------------------------------------------------------------
+def _terminate(postgres_server: sa.Engine, database: str) -> int:
+    """Kill every connection to ``database`` and wait until they are gone."""
+    with postgres_server.connect() as conn:
+        killed = conn.execute(
+            sa.text(
+                "SELECT count(pg_terminate_backend(pid, 10000)) FROM pg_stat_activity "
+                "WHERE datname = :db AND pid <> pg_backend_pid()"
+            ),
+            {"db": database},
+        ).scalar_one()
+    return int(killed)
+
+
+@postgres_only
+def test_postgres_dropped_connections_are_reopened(
+    store: Store, adapter: DatabaseAdapter, postgres_server: sa.Engine
+) -> None:
+    tasks = [make_task(f"t{i}") for i in range(5)]
+    save(adapter, *tasks)
+    assert store.url is not None
+    database = sa.make_url(store.url).database
+    assert database is not None
+    assert _terminate(postgres_server, database) >= 1
+    assert len(adapter.load()) == 5  # the pool's dead connection is replaced
+    assert _terminate(postgres_server, database) >= 1
+    assert sorted(adapter.claim([t.uid for t in tasks], "me", 30)) == sorted(t.uid for t in tasks)
+
+
+@postgres_only
+def test_postgres_connection_dropped_mid_operation_is_retried(
+    store: Store, adapter: DatabaseAdapter, postgres_server: sa.Engine
+) -> None:
+    tasks = [make_task(f"t{i}") for i in range(5)]
+    save(adapter, *tasks)
+    assert isinstance(adapter, SQLAlchemyAdapter)
+    failures: list[str] = []
+    state = {"killed": False}
+
+    def kill_before_update(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.startswith("UPDATE") and not state["killed"]:
+            state["killed"] = True
+            pid = conn.connection.dbapi_connection.info.backend_pid
+            with postgres_server.connect() as admin:
+                admin.execute(sa.text("SELECT pg_terminate_backend(:pid, 10000)"), {"pid": pid})
+
+    def record(context: Any) -> None:
+        failures.append(type(context.original_exception).__name__)
+
+    event.listen(adapter.engine, "before_cursor_execute", kill_before_update)
+    event.listen(adapter.engine, "handle_error", record)
+    won = adapter.claim([t.uid for t in tasks], "me", 30)
+    assert state["killed"] and failures  # the first attempt really failed
+    assert sorted(won) == sorted(t.uid for t in tasks)
+    assert {row["lease_owner"] for row in adapter.load()} == {"me"}
+
+
+@sqlite_only
+def test_sqlite_locked_file_is_retried(store: Store) -> None:
+    adapter = store.new_adapter(busy_timeout=0.01)
+    adapter.open()
+    assert isinstance(adapter, SQLAlchemyAdapter)
+    failed = threading.Event()
+    event.listen(adapter.engine, "handle_error", lambda context: failed.set())
+    path = sa.make_url(store.url).database if store.url else None
+    assert path is not None
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN EXCLUSIVE")
+
+    def release() -> None:
+        failed.wait(60)  # hold the lock until the adapter has been refused once
+        holder.execute("COMMIT")
+
+    releaser = threading.Thread(target=release)
+    releaser.start()
+    try:
+        task = make_task()
+        save(adapter, task)  # refused while the lock is held, retried after it is released
+    finally:
+        failed.set()
+        releaser.join()
+        holder.close()
+    assert [row["uid"] for row in adapter.load()] == [task.uid]
+
+
+@sqlite_only
+def test_sqlite_waits_for_a_lock_within_its_busy_timeout(store: Store) -> None:
+    adapter = store.new_adapter()
+    adapter.open()
+    assert isinstance(adapter, SQLAlchemyAdapter)
+    waiting = threading.Event()
+
+    def note_begin(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement == "BEGIN IMMEDIATE":
+            waiting.set()
+
+    event.listen(adapter.engine, "before_cursor_execute", note_begin)
+    path = sa.make_url(store.url).database if store.url else None
+    assert path is not None
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN EXCLUSIVE")
+    holder.execute("INSERT INTO tasks_meta (key, value) VALUES ('held', 'yes')")
+
+    def release() -> None:
+        waiting.wait(60)
+        holder.execute("COMMIT")
+
+    releaser = threading.Thread(target=release)
+    releaser.start()
+    try:
+        task = make_task()
+        save(adapter, task)
+    finally:
+        waiting.set()
+        releaser.join()
+        holder.close()
+    assert [row["uid"] for row in adapter.load()] == [task.uid]
+    assert ("held", "yes") in store.sql("SELECT key, value FROM tasks_meta")
+
+
+@sqlite_only
+def test_sqlite_is_in_wal_mode(store: Store, adapter: DatabaseAdapter) -> None:
+    assert store.sql("PRAGMA journal_mode") == [("wal",)]
+
+
+@sqlite_only
+def test_sqlite_without_returning(store: Store) -> None:
+    """SQLite before 3.35 has no UPDATE ... RETURNING; the adapter selects, then updates."""
+    adapter = store.new_adapter()
+    adapter.open()
+    assert isinstance(adapter, SQLAlchemyAdapter)
+    adapter.engine.dialect.update_returning = False
+    tasks = [make_task(f"t{i}", priority=i) for i in range(4)]
+    save(adapter, *tasks)
+    assert adapter.claim([tasks[0].uid], "me", 10) == [tasks[0].uid]
+    best = adapter.claim_next("me", 2, 10)
+    assert [r["uid"] for r in best] == [tasks[3].uid, tasks[2].uid]
+    assert best[0]["status"] == "running" and best[0]["lease_owner"] == "me"
+    assert adapter.heartbeat("me", [tasks[0].uid], 20) == [tasks[0].uid]
+    store.clock.advance(15)
+    assert sorted(adapter.requeue_expired()) == sorted([tasks[2].uid, tasks[3].uid])
+
+
+def test_unreachable_database_raises_database_error() -> None:
+    adapter = SQLAlchemyAdapter(
+        "postgresql+psycopg://nobody@127.0.0.1:1/nothing", retry_attempts=2, retry_max_seconds=5
+    )
+    with pytest.raises(DatabaseError, match="attempt 2") as caught:
+        adapter.open()
+    assert isinstance(caught.value.__cause__, sa.exc.OperationalError)
+    adapter.close()
+
+
+# -- construction -------------------------------------------------------------------------
+def test_make_adapter_accepts_what_queue_db_accepts(tmp_path: Path) -> None:
+    assert make_adapter(None) is None
+    memory = MemoryAdapter()
+    assert make_adapter(memory) is memory
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'a.db'}")
+    from_engine = make_adapter(engine)
+    assert isinstance(from_engine, SQLAlchemyAdapter) and from_engine.engine is engine
+    from_url = make_adapter(f"sqlite:///{tmp_path / 'b.db'}", table="jobs")
+    assert isinstance(from_url, SQLAlchemyAdapter) and from_url.table == "jobs"
+    from_path = make_adapter(tmp_path / "c.db")
+    assert isinstance(from_path, SQLAlchemyAdapter)
+    for adapter in (from_engine, from_url, from_path):
+        adapter.open()
+        save(adapter, make_task())
+        assert len(adapter.load()) == 1
+        adapter.close()
+    engine.dispose()
+    with pytest.raises(ConfigurationError, match=re.escape("sqlite:///nbqueue.db")):
+        make_adapter("nbqueue.db")
+    with pytest.raises(ConfigurationError, match="DatabaseAdapter, an SQLAlchemy Engine"):
+        make_adapter(42)
+    with pytest.raises(ConfigurationError, match="SQLite or PostgreSQL"):
+        make_adapter("mysql://u@h/db")
+    with pytest.raises(ConfigurationError, match="not a database URL"):
+        make_adapter("::://")
+
+
+def test_url_for_worker_processes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    relative = SQLAlchemyAdapter("sqlite:///tasks.db")
+    assert relative.url == f"sqlite:///{tmp_path / 'tasks.db'}"
+    assert SQLAlchemyAdapter("sqlite://").url is None
+    assert MemoryAdapter().url is None
+    remote = SQLAlchemyAdapter("postgresql+psycopg://me:s3cret@db.example/queue")
+    assert remote.url == "postgresql+psycopg://me:s3cret@db.example/queue"
+    assert "s3cret" not in repr(remote)
+
+
+def test_in_memory_sqlite_is_shared_between_threads() -> None:
+    adapter = SQLAlchemyAdapter("sqlite://")
+    adapter.open()
+    task = make_task()
+    thread = threading.Thread(target=save, args=(adapter, task))
+    thread.start()
+    thread.join()
+    assert [row["uid"] for row in adapter.load()] == [task.uid]
+    adapter.close()
