@@ -403,3 +403,42 @@ def test_worker_loss_is_detected_when_the_user_takes_over_cluster_events(
         poll(lambda: "add-worker" in seen)  # still subscribed after the queue shut down
     finally:
         client.unsubscribe_topic("all")
+
+
+def test_shutdown_stops_running_tasks_and_leaves_the_cluster_idle(
+    client: Any, marker_dir: Path
+) -> None:
+    gate = marker_dir / "never-opened"
+    stopped = marker_dir / "stopped"
+
+    def held(task: Task[str]) -> None:
+        try:
+            gated(task)
+        finally:
+            stopped.write_text(type(sys.exc_info()[1]).__name__)
+
+    backend = DaskBackend(client)
+    q = Queue(backend=backend)
+    q.register(held)
+    t = Task("held", "held", data=str(gate))
+    q.add(t)
+    q.run_automatically(3600)
+    poll(lambda: t.progress == 50)
+    q.shutdown()
+    assert t.status is Status.PENDING
+    poll(lambda: stopped.exists())  # its flag was raised: it stopped at task.sleep()
+    assert stopped.read_text() == "TaskCancelledError"
+    assert client.status == "running"  # a client passed in stays open
+    again = Queue(backend=backend)
+    try:
+        with pytest.raises(ConfigurationError, match="already serves a queue"):
+            again.init()
+    finally:
+        again.shutdown()
+
+
+def test_unreachable_scheduler_is_a_configuration_error() -> None:
+    q = Queue(backend=DaskBackend("tcp://127.0.0.1:9", connect_timeout=0.5))
+    with pytest.raises(ConfigurationError, match="cannot connect to the Dask scheduler"):
+        q.init()
+    q.shutdown()

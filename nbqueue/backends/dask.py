@@ -500,6 +500,11 @@ class DaskBackend(ExecutionBackend):
 
     # -- lifecycle -----------------------------------------------------------------------
     def start(self, sink: BackendSink, runtime: Runtime) -> None:
+        if self._sink is not None:
+            raise ConfigurationError(
+                "this DaskBackend already serves a queue; give each Queue a DaskBackend of its "
+                "own (they may share one Client)"
+            )
         self._sink, self._runtime = sink, runtime
         if self._client is None:
             distributed = _distributed()
