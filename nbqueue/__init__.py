@@ -38,7 +38,21 @@ def unload_ipython_extension(ipython: Any) -> None:
     magics.unload(ipython)
 
 
+def __getattr__(name: str) -> Any:
+    # The database classes import SQLAlchemy: load them on first use, so that worker
+    # processes and in-memory queues start without it.
+    if name in ("DatabaseAdapter", "SQLAlchemyAdapter", "MemoryAdapter", "DatabaseError"):
+        from nbqueue import store
+
+        return getattr(store, name)
+    raise AttributeError(f"module 'nbqueue' has no attribute {name!r}")
+
+
 __all__ = [
+    "DatabaseAdapter",
+    "DatabaseError",
+    "MemoryAdapter",
+    "SQLAlchemyAdapter",
     "ConfigurationError",
     "ErrorRecord",
     "ExecutorImportError",

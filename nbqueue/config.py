@@ -23,6 +23,12 @@ RESTART_BACKOFF_CAP = 10.0
 #: worker is killed.
 CANCEL_GRACE_SECONDS = 2.0
 
+#: With a database: how long a claimed task's lease lasts (renewed every third of it), how
+#: often other controllers' changes are read, and how often progress-only changes are written.
+DEFAULT_LEASE_SECONDS = 30.0
+SYNC_SECONDS = 0.5
+PROGRESS_FLUSH_SECONDS = 0.5
+
 #: How long shutdown() waits for workers to exit before killing them.
 SHUTDOWN_GRACE_SECONDS = 2.0
 

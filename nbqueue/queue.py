@@ -4,9 +4,13 @@ the execution backend reports."""
 from __future__ import annotations
 
 import atexit
+import collections
 import concurrent.futures
 import datetime as dt
+import os
+import socket
 import time
+import uuid
 import warnings
 import weakref
 from collections.abc import Callable, Iterable
@@ -24,6 +28,7 @@ from nbqueue.errors import (
     TaskTimeoutError,
 )
 from nbqueue.events import EventKind, Events
+from nbqueue.persistence import Persistence
 from nbqueue.registry import Registry
 from nbqueue.runtime import Runtime
 from nbqueue.scheduler import ReadyHeap, TimedHeap, stamp
@@ -31,6 +36,8 @@ from nbqueue.task import ErrorRecord, Status, Task, TaskStatus
 
 if TYPE_CHECKING:
     import pandas
+
+    from nbqueue.store import DatabaseAdapter, Row
 
 F = TypeVar("F")
 
@@ -57,14 +64,22 @@ class Queue:
         max_workers: int = config.DEFAULT_MAX_WORKERS,
         tasks_per_worker: int = config.DEFAULT_TASKS_PER_WORKER,
         backend: ExecutionBackend | None = None,
+        lease_seconds: float = config.DEFAULT_LEASE_SECONDS,
     ) -> None:
         self.task_directory = None if task_directory is None else Path(task_directory)
         if self.task_directory is not None and not self.task_directory.is_dir():
             raise ConfigurationError(f"task_directory {str(task_directory)!r} is not a directory")
-        if db is not None:
+        if (
+            isinstance(lease_seconds, bool)
+            or not isinstance(lease_seconds, (int, float))
+            or not (lease_seconds > 0)
+        ):
             raise ConfigurationError(
-                "database persistence is not available in this version; use db=None"
+                f"lease_seconds must be a positive number, got {lease_seconds!r}"
             )
+        self.lease_seconds = float(lease_seconds)
+        self._adapter: DatabaseAdapter | None = None
+        self.set_database(db)
         if backend is None and db is None and max_workers == 0:
             raise ConfigurationError(
                 "max_workers=0 starts no workers: it needs db= (a shared database served by "
@@ -93,6 +108,27 @@ class Queue:
         self._timer: Any = None
         self._timer_at: float | None = None
         self._ticker: Any = None
+        # with a database: claims replace the heaps (the database orders the tasks)
+        self._persistence: Persistence | None = None
+        self._claiming = 0  # task slots asked of the database, not answered yet
+        self._claimed: collections.deque[Task[Any]] = collections.deque()  # ours, not yet sent
+        self._wanted: list[str] = []  # uids run_tasks() asked for, claimed as slots free up
+        self._drain = False  # run_tasks(): claim until nothing ready is left
+        #: This controller's name in the database (leases, claims).
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+    def set_database(self, db: Any) -> None:
+        """Keep the tasks in a database: a DatabaseAdapter, an SQLAlchemy Engine, or a URL
+        such as ``"sqlite:///nbqueue.db"`` or ``"postgresql+psycopg://user@host/db"``;
+        None keeps them in memory. Call before init()."""
+        if getattr(self, "_runtime", None) is not None:
+            raise ConfigurationError("set_database() must be called before init()")
+        if db is None:
+            self._adapter = None
+            return
+        from nbqueue import store
+
+        self._adapter = store.make_adapter(db)
 
     # -- lifecycle -----------------------------------------------------------------------
     def init(self) -> Queue:
@@ -117,10 +153,19 @@ class Queue:
                 typegen.generate(self.task_directory, self._registry.specs())
         runtime = Runtime()
         self._runtime = runtime
+        if self._adapter is not None:
+            try:
+                self._open_database(self._adapter, runtime)
+            except BaseException:
+                self._runtime = None
+                runtime.close()
+                raise
+            self._backend.db_url = self._adapter.url
 
         def start() -> None:
             with runtime.lock:
                 self._backend.start(self, runtime)
+                self._dispatch()
 
         self._run_on_loop(start)
         _live_queues.add(self)
@@ -143,8 +188,9 @@ class Queue:
                     if handle is not None:
                         handle.cancel()
                 self._backend.shutdown()
-                for task in self._running.values():
-                    task.status, task.worker = Status.PENDING, None
+                for task in list(self._running.values()):
+                    task.status, task.worker, task.started_at = Status.PENDING, None, None
+                    self._emit("requeued", task)
                 self._running.clear()
                 self.events.emit("shutdown")
                 runtime.notify()
@@ -152,6 +198,8 @@ class Queue:
         try:
             self._run_on_loop(stop)
         finally:
+            if self._persistence is not None:
+                self._persistence.close()
             runtime.close()
             _live_queues.discard(self)
 
@@ -239,8 +287,9 @@ class Queue:
             self._tasks[task.uid] = task
             task._queue = self
             self._active += 1
-            self._enqueue(task, time.time())
             self._emit("added", task)
+            if self._persistence is None:
+                self._enqueue(task, time.time())
             self._dispatch()
         return self
 
@@ -252,12 +301,14 @@ class Queue:
             task = self._tasks.pop(uid, None)
             if task is None:
                 return False
-            if task.status is Status.RUNNING:
+            if not task.status.finished:
+                self._active -= 1
+            if self._unclaim(task):
+                task.status = Status.CANCELLED
+            elif task.status is Status.RUNNING:
                 self._request_cancel(task)
             elif not task.status.finished:
                 stamp(task)
-            if not task.status.finished:
-                self._active -= 1
             task._queue = None
             self._emit("removed", task)
             runtime.notify()
@@ -283,12 +334,23 @@ class Queue:
             task = self._tasks.get(uid)
             if task is None or task.status.finished:
                 return False
-            if task.status is Status.RUNNING:
+            if self._unclaim(task):
+                self._finish(task, Status.CANCELLED)
+            elif task.status is Status.RUNNING:
                 self._request_cancel(task)
             else:
                 stamp(task)
                 self._finish(task, Status.CANCELLED)
             return True
+
+    def _unclaim(self, task: Task[Any]) -> bool:
+        """Take a task that was claimed from the database but not yet sent to a worker out
+        of the reserve; True when it was there."""
+        if task.status is not Status.RUNNING or task not in self._claimed:
+            return False
+        self._claimed.remove(task)
+        self._running.pop(task.uid, None)
+        return True
 
     def _request_cancel(self, task: Task[Any]) -> None:
         if task.uid in self._cancelling:
@@ -398,7 +460,12 @@ class Queue:
         runtime = self._started()
         with runtime.lock:
             self.schedule_tasks()
-            if tasks is None:
+            if self._persistence is not None:
+                if tasks is None:
+                    self._drain = True
+                else:
+                    self._wanted.extend(t.uid for t in tasks if self._tasks.get(t.uid) is t)
+            elif tasks is None:
                 self._release_idle()
             else:
                 for task in tasks:
@@ -446,7 +513,7 @@ class Queue:
             self.events.emit(kind, task)
 
     def _processing(self) -> bool:
-        return self._auto or self._waiters > 0
+        return self._auto or self._waiters > 0 or self._drain
 
     def _enqueue(self, task: Task[Any], now: float) -> None:
         if task._ready_at > now:
@@ -467,6 +534,9 @@ class Queue:
             self._go.push(task)
 
     def _dispatch(self) -> None:
+        if self._persistence is not None:
+            self._request_claims()
+            return
         if self._closed or not self._go:
             return
         free = self._backend.free_slots()
@@ -511,8 +581,9 @@ class Queue:
         if task._queue is self and retry.should_retry(record, schema) and task.retry():
             when = time.time() + retry.backoff_seconds(task.retry_count)
             task._ready_at = when
-            self._later.push(when, task)
-            self._rearm()
+            if self._persistence is None:  # with a database, claims find it when it is ready
+                self._later.push(when, task)
+                self._rearm()
             self._emit("retrying", task)
         else:
             self._finish(task, Status.FAILED, error)
@@ -572,6 +643,151 @@ class Queue:
         task.errors.append(record)
         self._fail(task, record, error)
 
+    # -- with a database (called on the loop with the lock held, except _open_database) ---
+    def _open_database(self, adapter: DatabaseAdapter, runtime: Runtime) -> None:
+        """Open (or create) the table, take over every stored task, start the writer."""
+        from nbqueue import persistence
+
+        adapter.open()
+        loaded_at = dt.datetime.now(dt.timezone.utc)
+        stored = adapter.load()
+        self._persistence = Persistence(
+            adapter,
+            runtime,
+            owner=self.owner,
+            lease_seconds=self.lease_seconds,
+            running=self._running_uids,
+            on_claimed=self._on_claimed,
+            on_synced=self._on_synced,
+        )
+        self._persistence.synced_until(
+            loaded_at - dt.timedelta(seconds=persistence.SYNC_OVERLAP_SECONDS)
+        )
+        stored.sort(key=lambda row: row["created_at"])
+        with runtime.lock:
+            for row in stored:
+                self._adopt(row)
+        self.events.subscribe(self._persistence.observe)
+        self._persistence.start()
+
+    def _running_uids(self) -> list[str]:
+        assert self._runtime is not None
+        with self._runtime.lock:
+            return list(self._running)
+
+    def _adopt(self, row: Row) -> Task[Any]:
+        """A task from a stored row joins this queue (a corrupt row becomes a failed task)."""
+        from nbqueue import rows
+
+        assert self._persistence is not None
+        try:
+            task = rows.row_to_task(row)
+        except rows.CorruptRowError as exc:
+            kind = str(row.get("type") or "unknown")
+            task = Task(f"corrupt row {exc.uid[:8]}", kind, uid=exc.uid)
+            task.status, task.finished_at = Status.FAILED, dt.datetime.now(dt.timezone.utc)
+            task.errors.append(ErrorRecord.from_exception(exc))
+            task._exception = exc
+            self._persistence.write(rows.task_state_row(task))
+        task._queue = self
+        self._tasks[task.uid] = task
+        if not task.status.finished:
+            self._active += 1
+        self._persistence.suspended = True
+        try:
+            self._emit("added", task)
+        finally:
+            self._persistence.suspended = False
+        return task
+
+    def _request_claims(self) -> None:
+        """Send claimed tasks to free worker slots, and ask the database for more: enough to
+        fill the free slots and keep as many again claimed in reserve, so that a freed slot
+        is refilled without waiting for the database."""
+        if self._closed or self._persistence is None:
+            return
+        self._send_claimed()
+        reserve = self._backend.free_slots() + self._backend.capacity()
+        free = reserve - len(self._claimed) - self._claiming
+        if free <= 0:
+            return
+        uids: list[str] = []
+        while self._wanted and len(uids) < free:
+            task = self._tasks.get(self._wanted.pop(0))
+            if task is not None and task.status in (Status.PENDING, Status.RETRYING):
+                uids.append(task.uid)
+        limit = free - len(uids) if self._processing() else 0
+        if not uids and limit <= 0:
+            return
+        self._claiming += len(uids) + limit
+        types = [t for t in self._registry.types if t not in self.import_errors]
+        self._persistence.request_claims(uids, limit, types)
+
+    def _on_claimed(self, claimed: list[Row], won: list[str], asked: int) -> None:
+        assert self._runtime is not None
+        with self._runtime.lock:
+            self._claiming -= asked
+            tasks = [self._tasks.get(uid) for uid in won]
+            for row in claimed:
+                task = self._tasks.get(row["uid"])
+                if task is None or task.status.finished:
+                    task = self._adopt(row)
+                tasks.append(task)
+            if len(claimed) + len(won) < asked:
+                self._drain = False  # nothing more is ready
+            for task in tasks:
+                if task is not None and not task.status.finished and task._queue is self:
+                    task.status = Status.RUNNING  # claimed: running here as far as others see
+                    self._running[task.uid] = task
+                    self._claimed.append(task)
+            self._request_claims()
+            self._runtime.notify()
+
+    def _send_claimed(self) -> None:
+        free = self._backend.free_slots()
+        batch = []
+        while free > 0 and self._claimed:
+            task = self._claimed.popleft()
+            if self._running.get(task.uid) is not task:
+                continue  # cancelled or removed meanwhile
+            stamp(task)
+            task.progress, task.worker = 0.0, None
+            batch.append((task, self._registry.get(task.type)))
+            self._emit("dispatched", task)
+            free -= 1
+        if batch:
+            self._backend.submit(batch)
+
+    def _on_synced(self, changed: list[Row]) -> None:
+        """Apply what other controllers and worker hosts wrote."""
+        from nbqueue import rows
+
+        assert self._runtime is not None and self._persistence is not None
+        with self._runtime.lock:
+            self._persistence.suspended = True
+            try:
+                for row in changed:
+                    uid = row["uid"]
+                    task = self._tasks.get(uid)
+                    if task is None:
+                        self._adopt(row)
+                        continue
+                    if uid in self._running or task.status.finished:
+                        continue  # ours to report, or settled
+                    try:
+                        rows.apply_state(task, row)
+                    except rows.CorruptRowError:
+                        continue
+                    if task.status.finished:
+                        self._active -= 1
+                        self._emit("finished", task)
+                    else:
+                        self._emit("progress", task)
+            finally:
+                self._persistence.suspended = False
+            self._request_claims()
+            self._runtime.notify()
+
     # -- BackendSink: what the backend reports (on the loop, lock held) -------------------
     def task_started(self, uid: str, worker: str, when: float) -> None:
         task = self._running.get(uid)
@@ -625,7 +841,8 @@ class Queue:
                 self._finish(task, Status.CANCELLED)
                 return
             task.status, task.worker, task.started_at = Status.PENDING, None, None
-            self._go.push(task)
+            if self._persistence is None:
+                self._go.push(task)
             self._emit("requeued", task)
             return
         record = ErrorRecord.from_exception(error)

@@ -8,6 +8,7 @@ turning with nest-asyncio. Elsewhere it starts a loop of its own in a daemon thr
 from __future__ import annotations
 
 import asyncio
+import collections
 import threading
 import time
 from collections.abc import Callable
@@ -92,6 +93,13 @@ class Runtime:
         import nest_asyncio
 
         nest_asyncio.apply(self.loop)
+        # The loop iteration we are called from may be asyncio's own _run_once (the kernel's
+        # loop was running before nest-asyncio patched it). That frame pops a fixed number of
+        # ready callbacks after ours returns; the nested run below may have run them
+        # already, and an empty queue there kills the kernel ("IndexError: pop from an empty
+        # deque", seen in JupyterLab). Owe it that many and pay with cancelled no-ops.
+        ready: collections.deque[asyncio.Handle] | None = getattr(self.loop, "_ready", None)
+        owed = len(ready) if ready is not None else 0
         waiter = self.loop.create_task(self._wait_async(predicate, timeout))
         try:
             return self.loop.run_until_complete(waiter)
@@ -100,6 +108,12 @@ class Runtime:
             # pending: cancel it so no orphan task stays on the kernel's loop.
             waiter.cancel()
             raise
+        finally:
+            if ready is not None:
+                for _ in range(owed - len(ready)):
+                    placeholder = asyncio.Handle(_nothing, (), self.loop)
+                    placeholder.cancel()
+                    ready.appendleft(placeholder)
 
     async def _wait_async(self, predicate: Callable[[], bool], timeout: float | None) -> bool:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -124,3 +138,7 @@ class Runtime:
             self.loop.call_soon_threadsafe(self.loop.stop)
             if not self.in_loop_thread():
                 self._thread.join(5)
+
+
+def _nothing() -> None:
+    """The callback of a placeholder handle (never called: the handle is cancelled)."""

@@ -48,6 +48,10 @@ class WorkerInfo:
 class ExecutionBackend(abc.ABC):
     """Runs tasks somewhere. All methods are called with the runtime's lock held."""
 
+    #: Set by the queue before start(): the database URL executor hooks connect to
+    #: (their ``db`` argument), or None.
+    db_url: str | None = None
+
     @abc.abstractmethod
     def start(self, sink: BackendSink, runtime: Runtime) -> None:
         """Start workers; report to ``sink``."""
@@ -55,6 +59,10 @@ class ExecutionBackend(abc.ABC):
     @abc.abstractmethod
     def free_slots(self) -> int:
         """How many more tasks may be submitted now."""
+
+    @abc.abstractmethod
+    def capacity(self) -> int:
+        """How many tasks the workers can run at once, when all are up."""
 
     @abc.abstractmethod
     def submit(self, batch: list[tuple[Task[Any], ExecutorSpec]]) -> None:

@@ -136,6 +136,9 @@ class LocalBackend(ExecutionBackend):
             self.tasks_per_worker - len(w.tasks) for w in self._workers.values() if not w.killed
         )
 
+    def capacity(self) -> int:
+        return self.max_workers * self.tasks_per_worker
+
     def submit(self, batch: list[tuple[Task[Any], ExecutorSpec]]) -> None:
         outgoing: dict[_Worker, list[tuple[Any, ...]]] = {}
         usable = [w for w in self._workers.values() if not w.killed]
