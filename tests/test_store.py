@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import multiprocessing
-import os
 import pickle
 import random
 import re
@@ -84,48 +83,6 @@ class Store:
         with self.raw.begin() as conn:
             result = conn.execute(sa.text(statement), params)
             return list(result) if result.returns_rows else []
-
-
-def _unavailable(reason: str) -> None:
-    """Skip the PostgreSQL tests -- but on CI, fail them: there they must run."""
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"{reason}; on CI the PostgreSQL storage tests must run", pytrace=False)
-    pytest.skip(f"{reason}; PostgreSQL storage tests skipped")
-
-
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[sa.Engine]:
-    """An AUTOCOMMIT engine on the database NBQUEUE_TEST_POSTGRES_URL names."""
-    url = os.environ.get(POSTGRES_ENV, "")
-    if not url:
-        _unavailable(
-            f"{POSTGRES_ENV} is not set (e.g. postgresql+psycopg://postgres@127.0.0.1:5432/"
-            "postgres)"
-        )
-    engine = sa.create_engine(url, isolation_level="AUTOCOMMIT")
-    try:
-        with engine.connect():
-            pass
-    except Exception as exc:
-        engine.dispose()
-        shown = engine.url.render_as_string(hide_password=True)
-        first_line = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-        _unavailable(f"PostgreSQL at {shown} ({POSTGRES_ENV}) is unreachable: {first_line}")
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture
-def postgres_url(postgres_server: sa.Engine) -> Iterator[str]:
-    """A fresh database for one test."""
-    name = f"nbq_test_{uuid.uuid4().hex[:12]}"
-    with postgres_server.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    try:
-        yield postgres_server.url.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with postgres_server.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(params=BACKENDS)
