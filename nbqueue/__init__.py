@@ -49,17 +49,17 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "ConfigurationError",
     "DatabaseAdapter",
     "DatabaseError",
-    "MemoryAdapter",
-    "SQLAlchemyAdapter",
-    "ConfigurationError",
     "ErrorRecord",
     "ExecutorImportError",
     "ExecutorImportWarning",
+    "MemoryAdapter",
     "NbqueueError",
     "Queue",
     "QueueShutDownError",
+    "SQLAlchemyAdapter",
     "SerializationError",
     "Status",
     "Task",

@@ -1,7 +1,8 @@
 """The ``nbqueue`` command line.
 
 ``nbqueue demo`` runs the example task files (``tasks/`` in a checkout, a packaged copy
-otherwise) through a queue and shows their progress in the terminal.
+otherwise) through a queue kept in an SQLite file and shows their progress in the terminal;
+``nbqueue status --db URL`` prints the status table of any queue database.
 """
 
 from __future__ import annotations
@@ -15,18 +16,24 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import nbqueue
+from nbqueue import frame
 from nbqueue.errors import NbqueueError
 from nbqueue.queue import Queue
 from nbqueue.task import Status, Task
+
+if TYPE_CHECKING:
+    import pandas
 
 #: How often the demo redraws its progress (it waits on the queue in between, no busy loop).
 POLL_SECONDS = 0.1
 DEFAULT_DEMO_COUNT = 12
 DEFAULT_DEMO_WORKERS = 2
 DEFAULT_DEMO_TIMEOUT = 120.0
+#: The demo's queue lives in this SQLite file in the working directory.
+DEFAULT_DEMO_DB = "sqlite:///nbqueue-demo.db"
 #: The example files the demo needs in its task directory.
 DEMO_FILES = ("test-task.py", "compress-image.py", "_models.py")
 #: The status table's columns, and how wide a cell may get before it is shortened.
@@ -94,7 +101,24 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help=f"give up after this long (default: {DEFAULT_DEMO_TIMEOUT:g})",
     )
+    demo.add_argument(
+        "--db",
+        default=DEFAULT_DEMO_DB,
+        metavar="URL",
+        help=f"queue database (default: {DEFAULT_DEMO_DB}, a file in the working directory; "
+        "'memory' keeps the queue in memory)",
+    )
     demo.set_defaults(run=run_demo)
+
+    status = commands.add_parser(
+        "status",
+        help="print the status table of a queue database",
+        description="Print every task of a queue database (SQLite or PostgreSQL): counts per "
+        "status, then one row per task.",
+    )
+    status.add_argument("--db", required=True, metavar="URL", help="the queue's database URL")
+    status.add_argument("--table", default="tasks", help="the tasks table (default: tasks)")
+    status.set_defaults(run=run_status)
     return parser
 
 
@@ -120,8 +144,9 @@ def default_tasks_dir() -> Path | None:
 
 
 def open_queue(args: argparse.Namespace, tasks_dir: Path) -> Queue:
-    """The queue a command works on (the place a future ``--db URL`` option plugs in)."""
-    return Queue(tasks_dir, max_workers=args.workers)
+    """The demo's queue: in the database ``--db`` names, or in memory."""
+    db = None if args.db == "memory" else args.db
+    return Queue(tasks_dir, db=db, max_workers=args.workers)
 
 
 def demo_tasks(count: int, email_class: Any) -> tuple[list[Task[Any]], Task[Any] | None]:
@@ -170,7 +195,12 @@ def run_demo(args: argparse.Namespace) -> int:
         return _error(f"{tasks_dir} lacks the demo's example files: {', '.join(missing)}")
     tasks_dir = tasks_dir.resolve()
     out = sys.stdout
-    print(f"nbqueue demo: {args.count} tasks from {tasks_dir}, {args.workers} worker(s)", file=out)
+    where = "in memory" if args.db == "memory" else f"in {args.db}"
+    print(
+        f"nbqueue demo: {args.count} tasks from {tasks_dir}, {args.workers} worker(s), "
+        f"queue {where}",
+        file=out,
+    )
     started = time.monotonic()
     bundled = tasks_dir == Path(nbqueue.__file__).resolve().parent / "_demo_tasks"
     queue = open_queue(args, tasks_dir)
@@ -188,7 +218,7 @@ def run_demo(args: argparse.Namespace) -> int:
         if not watch(queue, out, args.timeout):
             return _error(f"the demo did not finish within {args.timeout:g} s", status=1)
         print(file=out)
-        print(status_table(queue), file=out)
+        print(status_table(queue, tasks), file=out)
         print(file=out)
         return report(tasks, invalid, time.monotonic() - started, out)
     finally:
@@ -258,10 +288,13 @@ def progress_bar(percent: float) -> str:
     return f"[{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {percent:5.1f}%"
 
 
-def status_table(queue: Queue) -> str:
-    """The status frame with the columns that fit a terminal."""
-    frame = queue.status_frame()[TABLE_COLUMNS]
-    return frame.to_string(
+def status_table(queue: Queue, tasks: Sequence[Task[Any]]) -> str:
+    """The status frame of ``tasks`` with the columns that fit a terminal."""
+    return format_table(frame.status_frame(list(tasks)))
+
+
+def format_table(table: pandas.DataFrame) -> str:
+    return table[TABLE_COLUMNS].to_string(
         index=False,
         na_rep="",
         max_colwidth=TABLE_CELL_WIDTH,
@@ -303,6 +336,26 @@ def report(tasks: list[Task[Any]], invalid: Task[Any] | None, elapsed: float, ou
         return 1
     if invalid is not None:
         print("(the failure is expected: that task's data does not pass validation)", file=out)
+    return 0
+
+
+# -- status ----------------------------------------------------------------------------------
+def run_status(args: argparse.Namespace) -> int:
+    from nbqueue import rows, store
+
+    adapter = store.make_adapter(args.db, table=args.table)
+    assert adapter is not None
+    try:
+        stored = adapter.load()
+    finally:
+        adapter.close()
+    stored.sort(key=lambda row: row["created_at"])
+    # the classes in a task's data may not be importable here: states only
+    tasks = [rows.task_or_placeholder(row, inputs=False)[0] for row in stored]
+    counts = ", ".join(f"{n} {s.value}" for s in Status if (n := sum(t.status is s for t in tasks)))
+    print(f"{len(tasks)} task(s) in {args.db} table {args.table!r}: {counts or 'none'}")
+    if tasks:
+        print(format_table(frame.status_frame(tasks)))
     return 0
 
 

@@ -680,14 +680,8 @@ class Queue:
         from nbqueue import rows
 
         assert self._persistence is not None
-        try:
-            task = rows.row_to_task(row)
-        except rows.CorruptRowError as exc:
-            kind = str(row.get("type") or "unknown")
-            task = Task(f"corrupt row {exc.uid[:8]}", kind, uid=exc.uid)
-            task.status, task.finished_at = Status.FAILED, dt.datetime.now(dt.timezone.utc)
-            task.errors.append(ErrorRecord.from_exception(exc))
-            task._exception = exc
+        task, corrupt = rows.task_or_placeholder(row)
+        if corrupt is not None:  # fail it in the database too, so nobody claims it
             self._persistence.write(rows.task_state_row(task))
         task._queue = self
         self._tasks[task.uid] = task

@@ -31,6 +31,7 @@ __all__ = [
     "Row",
     "apply_state",
     "row_to_task",
+    "task_or_placeholder",
     "task_state_row",
     "task_to_row",
 ]
@@ -193,12 +194,14 @@ def _utf8(text: str) -> bool:
 
 
 # -- row -> Task --------------------------------------------------------------------------
-def row_to_task(row: Mapping[str, Any]) -> Task[Any]:
+def row_to_task(row: Mapping[str, Any], *, inputs: bool = True) -> Task[Any]:
     """Rebuild a Task (not in any queue) from a complete row. Its ``_payload`` -- the
     pickled ``(data, metadata)`` a worker needs -- is rebuilt for tasks that may still run
-    (None for finished ones). Raises CorruptRowError for a bad row."""
+    (None for finished ones). With ``inputs=False`` data, metadata and user_id are not read
+    (they stay None): for looking at states where the classes in the data may not be
+    importable. Raises CorruptRowError for a bad row."""
     reader = _Reader(row)
-    data, metadata, user_id = reader.inputs()
+    data, metadata, user_id = reader.inputs() if inputs else (None, {}, None)
     state = reader.state(complete=True)
     task: Task[Any] = Task.__new__(Task)
     task.uid = reader.uid
@@ -216,12 +219,31 @@ def row_to_task(row: Mapping[str, Any]) -> Task[Any]:
     task._seq = 0
     _set_state(task, state)
     task._payload = None
-    if not task.status.finished:
+    if inputs and not task.status.finished:
         try:
             task._payload = serialization.dumps((data, metadata), f"data of task {task.name!r}")
         except SerializationError as exc:
             raise CorruptRowError(reader.uid, str(exc)) from exc
     return task
+
+
+def task_or_placeholder(
+    row: Mapping[str, Any], *, inputs: bool = True
+) -> tuple[Task[Any], CorruptRowError | None]:
+    """``row_to_task``, except that a corrupt row gives a failed stand-in task carrying the
+    error (and the error), so one bad row never stops a whole load."""
+    try:
+        return row_to_task(row, inputs=inputs), None
+    except CorruptRowError as exc:
+        kind = row.get("type")
+        task: Task[Any] = Task(
+            f"corrupt row {exc.uid[:8]}", kind if isinstance(kind, str) and kind else "unknown",
+            uid=exc.uid,
+        )  # fmt: skip
+        task.status, task.finished_at = Status.FAILED, dt.datetime.now(dt.timezone.utc)
+        task.errors.append(ErrorRecord.from_exception(exc))
+        task._exception = exc
+        return task, exc
 
 
 def apply_state(task: Task[Any], row: Mapping[str, Any]) -> None:

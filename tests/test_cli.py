@@ -89,3 +89,35 @@ def test_console_script_is_installed() -> None:
     run = subprocess.run([script, "--help"], capture_output=True, text=True, timeout=60)
     assert run.returncode == 0
     assert "demo" in run.stdout
+
+
+def test_demo_keeps_its_queue_in_sqlite_and_status_reads_it(tmp_path: Path) -> None:
+    tasks = tmp_path / "tasks"
+    shutil.copytree(
+        EXAMPLES, tasks, ignore=shutil.ignore_patterns("__pycache__", "_nbqueue*", ".nbqueue*")
+    )
+    run = run_cli("demo", "--count", "4", "--tasks", str(tasks), cwd=tmp_path)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert (tmp_path / "nbqueue-demo.db").is_file()
+    assert "queue in sqlite:///nbqueue-demo.db" in run.stdout
+
+    status = run_cli("status", "--db", f"sqlite:///{tmp_path / 'nbqueue-demo.db'}", cwd=tmp_path)
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert "4 task(s)" in status.stdout and "3 completed, 1 failed" in status.stdout
+    assert len(table_rows(status.stdout)) == 4
+
+    again = run_cli("demo", "--count", "2", "--tasks", str(tasks), cwd=tmp_path)
+    assert again.returncode == 0, again.stdout + again.stderr
+    status = run_cli("status", "--db", f"sqlite:///{tmp_path / 'nbqueue-demo.db'}", cwd=tmp_path)
+    assert "6 task(s)" in status.stdout
+
+
+def test_demo_in_memory_writes_no_file(tmp_path: Path) -> None:
+    run = run_cli("demo", "--count", "2", "--db", "memory", cwd=tmp_path)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_status_of_a_missing_database_is_an_error(tmp_path: Path) -> None:
+    run = run_cli("status", "--db", "not-a-url", cwd=tmp_path)
+    assert run.returncode == 2 and "not a database URL" in run.stderr
