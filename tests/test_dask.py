@@ -442,3 +442,45 @@ def test_unreachable_scheduler_is_a_configuration_error() -> None:
     with pytest.raises(ConfigurationError, match="cannot connect to the Dask scheduler"):
         q.init()
     q.shutdown()
+
+
+def test_persistence_with_a_database_and_hooks_that_use_it_on_the_workers(
+    client: Any, task_dir: Path, tmp_path: Path
+) -> None:
+    import sqlalchemy as sa
+
+    url = f"sqlite:///{tmp_path / 'queue.db'}"
+    with sa.create_engine(url).begin() as conn:
+        conn.execute(sa.text("CREATE TABLE squares (n INTEGER, square INTEGER, pid INTEGER)"))
+    write_task(
+        task_dir,
+        "square",
+        textwrap.indent(
+            textwrap.dedent(
+                """
+                def exec(self, task):
+                    return {"processed": True, "square": task.data ** 2}
+
+                def save_result(self, task, result, db):
+                    import sqlalchemy as sa
+                    with db.begin() as conn:  # the queue's database, from the Dask worker
+                        conn.execute(sa.text("INSERT INTO squares VALUES (:n, :s, :p)"),
+                                     {"n": task.data, "s": result["square"], "p": os.getpid()})
+                """
+            ),
+            "    ",
+        ),
+    )
+    with Queue(task_dir, db=url, backend=DaskBackend(client)) as q:
+        tasks = [Task(f"sq{n}", "square", data=n, priority=n) for n in range(4)]
+        for t in tasks:
+            q.add(t)
+        q.wait(60)
+    with Queue(task_dir, db=url, max_workers=1) as fresh:  # sees what ran on Dask
+        again = [fresh.get_task(t.uid) for t in tasks]
+        assert [a.result["square"] for a in again if a is not None] == [0, 1, 4, 9]  # type: ignore[index]
+        assert {a.worker for a in again if a is not None} <= set(client.nthreads())
+    with sa.create_engine(url).begin() as conn:
+        rows = conn.execute(sa.text("SELECT n, square, pid FROM squares ORDER BY n")).all()
+    assert [(n, s) for n, s, _ in rows] == [(0, 0), (1, 1), (2, 4), (3, 9)]
+    assert {pid for *_, pid in rows} <= set(client.run(os.getpid).values())

@@ -430,8 +430,9 @@ class DaskBackend(ExecutionBackend):
     such as a ``LocalCluster`` (a client is connected at ``init()`` and closed at shutdown).
     The workers need nbqueue installed, and, for executors from a task directory, the task
     files at the same path. ``db_url`` is handed to workers for the ``db`` argument of the
-    hooks. Restarting a worker whose task cannot be stopped needs workers started with a
-    nanny (the default of ``LocalCluster`` and ``dask worker``).
+    hooks (a queue with a database sets it to the database's URL). Restarting a worker
+    whose task cannot be stopped needs workers started with a nanny (the default of
+    ``LocalCluster`` and ``dask worker``).
     """
 
     def __init__(
@@ -580,6 +581,11 @@ class DaskBackend(ExecutionBackend):
         usable = {a: n for a, (n, _) in self._workers.items() if a not in self._restarting}
         stuck = sum(1 for where in self._zombies.values() if where in usable)
         return max(0, sum(usable.values()) - len(self._attempts) - stuck)
+
+    def capacity(self) -> int:
+        """The cluster's worker threads (those of a worker being restarted included; a
+        paused or retiring worker has none to offer)."""
+        return sum(n for n, _ in self._workers.values())
 
     def submit(self, batch: list[tuple[Task[Any], ExecutorSpec]]) -> None:
         assert self._runtime is not None
