@@ -119,7 +119,59 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--db", required=True, metavar="URL", help="the queue's database URL")
     status.add_argument("--table", default="tasks", help="the tasks table (default: tasks)")
     status.set_defaults(run=run_status)
+
+    worker = commands.add_parser(
+        "worker",
+        help="run tasks from a shared queue database (a worker host)",
+        description="Join a shared queue: claim ready tasks from the database, run them in "
+        "worker processes here, write progress and results back. SIGTERM or Ctrl-C drains "
+        "(finishes what runs, hands back the rest); a second Ctrl-C stops at once. Every "
+        "option can also come from an environment variable.",
+    )
+    worker.add_argument(
+        "--db", default=_env("NBQUEUE_DB"), metavar="URL", help="queue database ($NBQUEUE_DB)"
+    )
+    worker.add_argument(
+        "--tasks",
+        type=Path,
+        default=_env("NBQUEUE_TASKS"),
+        metavar="DIR",
+        help="task directory ($NBQUEUE_TASKS; executors registered in a notebook come "
+        "from the database)",
+    )
+    worker.add_argument(
+        "--processes",
+        type=_positive_int,
+        default=_env("NBQUEUE_PROCESSES", "2"),
+        metavar="N",
+        help="worker processes ($NBQUEUE_PROCESSES, default 2)",
+    )
+    worker.add_argument(
+        "--concurrency",
+        type=_positive_int,
+        default=_env("NBQUEUE_CONCURRENCY", "3"),
+        metavar="N",
+        help="tasks at once per process ($NBQUEUE_CONCURRENCY, default 3)",
+    )
+    worker.add_argument(
+        "--name",
+        default=_env("NBQUEUE_WORKER_NAME"),
+        help="this host's name in the database ($NBQUEUE_WORKER_NAME, default HOSTNAME-PID)",
+    )
+    worker.add_argument(
+        "--lease",
+        type=float,
+        default=_env("NBQUEUE_LEASE_SECONDS", "30"),
+        metavar="SECONDS",
+        help="lease on a claimed task, renewed while it runs ($NBQUEUE_LEASE_SECONDS, "
+        "default 30): a dead host's tasks are claimed again after it",
+    )
+    worker.set_defaults(run=run_worker)
     return parser
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    return os.environ.get(name) or default
 
 
 def _positive_int(text: str) -> int:
@@ -337,6 +389,24 @@ def report(tasks: list[Task[Any]], invalid: Task[Any] | None, elapsed: float, ou
     if invalid is not None:
         print("(the failure is expected: that task's data does not pass validation)", file=out)
     return 0
+
+
+# -- worker ----------------------------------------------------------------------------------
+def run_worker(args: argparse.Namespace) -> int:
+    from nbqueue import host
+
+    if not args.db:
+        return _error("a database is needed: --db URL or NBQUEUE_DB")
+    if args.tasks is not None and not Path(args.tasks).is_dir():
+        return _error(f"--tasks {args.tasks} is not a directory")
+    return host.serve(
+        args.db,
+        None if args.tasks is None else Path(args.tasks),
+        processes=int(args.processes),
+        concurrency=int(args.concurrency),
+        name=args.name or host.default_name(),
+        lease_seconds=float(args.lease),
+    )
 
 
 # -- status ----------------------------------------------------------------------------------

@@ -26,23 +26,28 @@ CANCEL_GRACE_SECONDS = 2.0
 #: With a database: how long a claimed task's lease lasts (renewed every third of it), how
 #: often other controllers' changes are read, and how often progress-only changes are written.
 DEFAULT_LEASE_SECONDS = 30.0
-SYNC_SECONDS = 0.5
 PROGRESS_FLUSH_SECONDS = 0.5
+
+
+def sync_seconds() -> float:
+    """How often a controller reads other controllers' changes and polls for ready tasks
+    (NBQUEUE_POLL_SECONDS, default 0.5; PostgreSQL notifications wake it sooner)."""
+    return _env_number("POLL_SECONDS", 0.5, seed_fallback=False) or 0.5
 
 #: How long shutdown() waits for workers to exit before killing them.
 SHUTDOWN_GRACE_SECONDS = 2.0
 
 
-def _env(name: str) -> str | None:
+def _env(name: str, *, seed_fallback: bool = True) -> str | None:
     """NBQUEUE_<name>, falling back to the seed's unprefixed <name>."""
     value = os.environ.get(f"NBQUEUE_{name}")
-    if value is None or value == "":
+    if (value is None or value == "") and seed_fallback:
         value = os.environ.get(name)
     return value or None
 
 
-def _env_number(name: str, default: float) -> float:
-    raw = _env(name)
+def _env_number(name: str, default: float, *, seed_fallback: bool = True) -> float:
+    raw = _env(name, seed_fallback=seed_fallback)
     if raw is None:
         return default
     try:

@@ -69,6 +69,7 @@ class Persistence:
         self._written: dict[str, float] = {}  # uid -> when this controller last wrote it
         self._next_sync = 0.0
         self._next_heartbeat = 0.0
+        self._sync_seconds = config.sync_seconds()
         self.suspended = False  # set while the controller applies rows read from the database
         self._thread = threading.Thread(target=self._run, name="nbqueue-db", daemon=True)
 
@@ -196,7 +197,7 @@ class Persistence:
             if running:
                 self.adapter.heartbeat(self.owner, running, self.lease_seconds)
         if now >= self._next_sync:
-            self._next_sync = now + config.SYNC_SECONDS
+            self._next_sync = now + self._sync_seconds
             self._sync()
 
     def _claim(self, uids: list[str], limit: int, types: list[str]) -> None:

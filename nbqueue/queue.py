@@ -65,6 +65,7 @@ class Queue:
         tasks_per_worker: int = config.DEFAULT_TASKS_PER_WORKER,
         backend: ExecutionBackend | None = None,
         lease_seconds: float = config.DEFAULT_LEASE_SECONDS,
+        name: str | None = None,
     ) -> None:
         self.task_directory = None if task_directory is None else Path(task_directory)
         if self.task_directory is not None and not self.task_directory.is_dir():
@@ -115,7 +116,9 @@ class Queue:
         self._wanted: list[str] = []  # uids run_tasks() asked for, claimed as slots free up
         self._drain = False  # run_tasks(): claim until nothing ready is left
         #: This controller's name in the database (leases, claims).
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        if name is not None and (not isinstance(name, str) or not name):
+            raise ConfigurationError(f"name must be a non-empty string, got {name!r}")
+        self.owner = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
     def set_database(self, db: Any) -> None:
         """Keep the tasks in a database: a DatabaseAdapter, an SQLAlchemy Engine, or a URL
@@ -438,6 +441,22 @@ class Queue:
             self._release_idle()
             self._dispatch()
         runtime.call_soon(self._start_ticker)
+
+    def drain(self, timeout: float | None = None) -> bool:
+        """Stop taking new tasks and wait for the running ones to finish (``nbqueue worker``
+        does this on SIGTERM). With a database, tasks claimed but not started are handed
+        back at once. False when ``timeout`` passed first."""
+        runtime = self._started()
+        with runtime.lock:
+            self._auto = self._drain = False
+            self._wanted.clear()
+            while self._claimed:
+                task = self._claimed.popleft()
+                self._running.pop(task.uid, None)
+                task.status = Status.PENDING
+                self._emit("requeued", task)
+            runtime.notify()
+        return runtime.wait_until(lambda: not self._running or self._closed, timeout)
 
     def _start_ticker(self) -> None:
         assert self._runtime is not None

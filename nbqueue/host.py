@@ -1,0 +1,98 @@
+"""``nbqueue worker``: a long-running host that runs the tasks of a shared queue database.
+
+A host is a queue with worker processes that never adds tasks: it claims ready tasks from
+the database (priority, then creation order), runs them with the same hooks, retries,
+timeouts and progress reporting as any queue, and writes everything back. SIGTERM (or a
+first Ctrl-C) drains: no new claims, claimed-but-unstarted tasks handed back, running ones
+finished; a second Ctrl-C stops at once (running tasks go back to pending).
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+from typing import Any, TextIO
+
+from nbqueue.queue import Queue
+from nbqueue.task import Task
+
+#: The periodic pass of a host: sync with the database, look for newly ready tasks.
+TICK_SECONDS = 1.0
+
+
+def default_name() -> str:
+    return f"{socket.gethostname()}-{__import__('os').getpid()}"
+
+
+class _Signals:
+    """SIGTERM / SIGINT turned into a drain request, then (second SIGINT) an immediate stop."""
+
+    def __init__(self) -> None:
+        self.drain = threading.Event()
+        self.now = threading.Event()
+
+    def install(self) -> None:
+        signal.signal(signal.SIGTERM, self._on_term)
+        signal.signal(signal.SIGINT, self._on_int)
+
+    def _on_term(self, signum: int, frame: FrameType | None) -> None:
+        self.drain.set()
+
+    def _on_int(self, signum: int, frame: FrameType | None) -> None:
+        if self.drain.is_set():
+            self.now.set()
+            raise KeyboardInterrupt
+        self.drain.set()
+
+
+def serve(
+    db: str,
+    tasks: Path | None,
+    *,
+    processes: int,
+    concurrency: int,
+    name: str,
+    lease_seconds: float,
+    out: TextIO = sys.stdout,
+) -> int:
+    """Run a host until SIGTERM or Ctrl-C; returns the exit status."""
+    queue = Queue(
+        tasks,
+        db=db,
+        max_workers=processes,
+        tasks_per_worker=concurrency,
+        worker_prefix=f"{name}-",
+        lease_seconds=lease_seconds,
+        name=name,
+    )
+    signals = _Signals()
+    signals.install()
+
+    def report(kind: str, task: Task[Any] | None) -> None:
+        if kind == "finished" and task is not None and task.worker and task.worker.startswith(name):
+            print(f"{name}: {task.status.value} {task.name} ({task.uid})", file=out, flush=True)
+
+    queue.events.subscribe(report)
+    try:
+        queue.init()
+        print(
+            f"{name}: serving {db} with {processes} process(es) x {concurrency}, "
+            f"task types: {', '.join(queue.types) or 'none yet'}",
+            file=out,
+            flush=True,
+        )
+        queue.run_automatically(TICK_SECONDS)
+        while not signals.drain.wait(TICK_SECONDS):
+            pass
+        print(f"{name}: draining (Ctrl-C again to stop at once)", file=out, flush=True)
+        queue.drain()
+        print(f"{name}: drained", file=out, flush=True)
+    except KeyboardInterrupt:
+        print(f"{name}: stopping now; running tasks go back to the queue", file=out, flush=True)
+    finally:
+        queue.shutdown()
+    return 0
