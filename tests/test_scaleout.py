@@ -1,0 +1,131 @@
+"""Several `nbqueue worker` hosts sharing one PostgreSQL queue, driven from a client queue."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from helpers import poll, write_task
+
+from nbqueue import Queue, Status, Task
+
+
+class Host:
+    """One `nbqueue worker` in its own process group."""
+
+    def __init__(self, url: str, tasks: Path, name: str, log: Path, **env: str) -> None:
+        self.log = log
+        with open(log, "w") as out:  # the child keeps its own copy of the descriptor
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "nbqueue.cli", "worker", "--db", url, "--tasks", str(tasks),
+                 "--name", name, "--processes", "1", "--concurrency", "2", "--lease", "2"],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env={**os.environ, "NBQUEUE_GENERATE_TYPES": "false", **env},
+            )  # fmt: skip
+
+    def ready(self) -> bool:
+        return "serving" in self.log.read_text()
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            return self.proc.wait(60)
+        finally:
+            self.kill()
+
+    def kill(self) -> None:
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait(10)
+
+
+@pytest.fixture
+def hosts(postgres_url: str, tmp_path: Path) -> Iterator[list[Host]]:
+    started: list[Host] = []
+    yield started
+    for host in started:
+        host.kill()
+
+
+@pytest.fixture
+def shared_tasks(task_dir: Path, marker_dir: Path) -> Path:
+    write_task(
+        task_dir,
+        "record",
+        f"""
+    def exec(self, task):
+        with open({str(marker_dir / "runs")!r}, "a") as f:
+            f.write(task.uid + " " + str(os.getpid()) + "\\n")
+        held = {str(marker_dir / "held")!r}
+        if task.data.get("hold") and not os.path.exists(held):
+            open(held, "w").write(str(os.getpid()))
+            while True:  # until this host is killed
+                task.sleep(0.05)
+        return {{"processed": True, "value": task.data["i"]}}
+""",
+    )
+    return task_dir
+
+
+def runs(marker_dir: Path) -> Counter[str]:
+    path = marker_dir / "runs"
+    return (
+        Counter(line.split()[0] for line in path.read_text().splitlines())
+        if path.exists()
+        else Counter()
+    )
+
+
+def test_two_hosts_share_the_work_exactly_once(
+    postgres_url: str, shared_tasks: Path, marker_dir: Path, tmp_path: Path, hosts: list[Host]
+) -> None:
+    hosts += [
+        Host(postgres_url, shared_tasks, f"host{i}", tmp_path / f"host{i}.log") for i in (1, 2)
+    ]
+    with Queue(shared_tasks, db=postgres_url, max_workers=0) as client:
+        tasks = [Task(f"t{i}", "record", data={"i": i}) for i in range(200)]
+        for t in tasks:
+            client.add(t)
+        client.wait(180)
+        assert [t.result["value"] for t in tasks] == list(range(200))  # type: ignore[index]
+        workers = Counter(t.worker.split("-")[0] for t in tasks if t.worker)
+    assert set(runs(marker_dir).values()) == {1} and len(runs(marker_dir)) == 200
+    assert set(workers) == {"host1", "host2"}, workers
+    for host in hosts:
+        assert host.stop() == 0
+        assert "drained" in host.log.read_text()
+    engine = sa.create_engine(postgres_url)
+    with engine.connect() as conn:
+        done = conn.execute(sa.text("SELECT count(*) FROM tasks WHERE status = 'completed'"))
+        assert done.scalar() == 200
+    engine.dispose()
+
+
+def test_a_killed_host_s_task_is_finished_by_another(
+    postgres_url: str, shared_tasks: Path, marker_dir: Path, tmp_path: Path, hosts: list[Host]
+) -> None:
+    first = Host(postgres_url, shared_tasks, "doomed", tmp_path / "doomed.log")
+    hosts.append(first)
+    with Queue(shared_tasks, db=postgres_url, max_workers=0) as client:
+        long = Task("long", "record", data={"i": 7, "hold": True}, max_retries=0)
+        client.add(long)
+        poll(lambda: (marker_dir / "held").exists(), timeout=60)
+        first.kill()  # SIGKILL of the host's whole process group
+        second = Host(postgres_url, shared_tasks, "rescuer", tmp_path / "rescuer.log")
+        hosts.append(second)
+        assert long.wait(120) == {"processed": True, "value": 7}
+        assert long.worker is not None and long.worker.startswith("rescuer")
+        assert long.status is Status.COMPLETED
+    assert runs(marker_dir)[long.uid] == 2  # once on the dead host, once to completion
