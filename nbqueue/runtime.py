@@ -1,18 +1,21 @@
 """The event loop a queue's controller runs on, and the lock that guards its state.
 
 In Jupyter (or under ``asyncio.run``) the controller uses the loop already running in the
-calling thread, so work continues while the kernel is idle and ``wait()`` keeps that loop
-turning with nest-asyncio. Elsewhere it starts a loop of its own in a daemon thread.
+calling thread, so work continues while the kernel is idle, and ``wait()`` keeps that loop
+turning re-entrantly (as nest-asyncio would; see :func:`run_nested` for why not with it).
+Elsewhere it starts a loop of its own in a daemon thread.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextvars
+import heapq
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 
 class Runtime:
@@ -90,30 +93,14 @@ class Runtime:
                 "nbqueue: the event loop this queue was started on has closed (an "
                 "asyncio.run() that returned?); shut the queue down before leaving it"
             )
-        import nest_asyncio
-
-        nest_asyncio.apply(self.loop)
-        # The loop iteration we are called from may be asyncio's own _run_once (the kernel's
-        # loop was running before nest-asyncio patched it). That frame pops a fixed number of
-        # ready callbacks after ours returns; the nested run below may have run them
-        # already, and an empty queue there kills the kernel ("IndexError: pop from an empty
-        # deque", seen in JupyterLab). Owe it that many and pay with cancelled no-ops.
-        ready: collections.deque[asyncio.Handle] | None = getattr(self.loop, "_ready", None)
-        owed = len(ready) if ready is not None else 0
         waiter = self.loop.create_task(self._wait_async(predicate, timeout))
         try:
-            return self.loop.run_until_complete(waiter)
+            return run_nested(self.loop, waiter)
         except BaseException:
             # KeyboardInterrupt (a kernel interrupt) lands here with the waiter still
             # pending: cancel it so no orphan task stays on the kernel's loop.
             waiter.cancel()
             raise
-        finally:
-            if ready is not None:
-                for _ in range(owed - len(ready)):
-                    placeholder = asyncio.Handle(_nothing, (), self.loop)
-                    placeholder.cancel()
-                    ready.appendleft(placeholder)
 
     async def _wait_async(self, predicate: Callable[[], bool], timeout: float | None) -> bool:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -140,5 +127,94 @@ class Runtime:
                 self._thread.join(5)
 
 
+# -- turning a running loop from inside one of its callbacks --------------------------------
+#
+# nest-asyncio does this by patching asyncio, and that breaks ipykernel 7 (seen in JupyterLab):
+# the kernel runs every shell message in one persistent contextvars.Context, which the
+# waiting cell has entered, so each message that arrives meanwhile fails with "cannot enter
+# context ... is already entered" and is lost (Run All hangs on the next cell); and when the
+# patch lands mid-iteration, asyncio's own _run_once, still on the stack, later pops an
+# emptied ready queue and kills the kernel ("IndexError: pop from an empty deque").
+# run_nested turns the loop itself and handles both.
+
+
+def run_nested(loop: asyncio.AbstractEventLoop, future: asyncio.Future[_T]) -> _T:
+    """Run ``loop`` until ``future`` is done, from code already running on ``loop``.
+
+    Callbacks that cannot run inside the current one (their context is the one in use, as
+    with ipykernel's queued messages) are held back and run, in order, once the caller has
+    returned; the loop iteration that called us finds as many callbacks as it expects.
+    """
+    internals = ("_ready", "_scheduled", "_selector", "_process_events", "_clock_resolution")
+    if not all(hasattr(loop, name) for name in internals):
+        raise RuntimeError(
+            f"nbqueue: cannot wait on a running {type(loop).__name__} (it is not an asyncio "
+            "selector loop); wait for the tasks from another thread, or poll them"
+        )
+    base: Any = loop
+    ready: collections.deque[Any] = base._ready
+    scheduled: list[Any] = base._scheduled  # a heap of TimerHandles
+    owed = len(ready)  # what the calling iteration still means to pop
+    held: list[asyncio.Handle] = []
+    # The caller's task is "current"; other tasks cannot step while it is. Step aside.
+    current = asyncio.current_task(loop)
+    if current is not None:
+        asyncio.tasks._leave_task(loop, current)
+    try:
+        while not future.done():
+            if base._stopping:
+                raise RuntimeError("nbqueue: the event loop was stopped while waiting")
+            while scheduled and scheduled[0]._cancelled:
+                base._timer_cancelled_count -= 1
+                heapq.heappop(scheduled)._scheduled = False
+            if ready:
+                timeout: float | None = 0
+            elif scheduled:
+                timeout = min(max(scheduled[0]._when - loop.time(), 0), _MAX_SELECT_SECONDS)
+            else:
+                timeout = None
+            base._process_events(base._selector.select(timeout))
+            end = loop.time() + base._clock_resolution
+            while scheduled and scheduled[0]._when < end:
+                timer = heapq.heappop(scheduled)
+                timer._scheduled = False
+                ready.append(timer)
+            for _ in range(len(ready)):
+                if not ready:
+                    break
+                handle = ready.popleft()
+                if handle._cancelled:
+                    continue
+                if _context_in_use(handle):
+                    held.append(handle)
+                    continue
+                handle._run()
+        return future.result()
+    finally:
+        if current is not None:
+            asyncio.tasks._enter_task(loop, current)
+        ready.extendleft(reversed(held))
+        for _ in range(owed - len(ready)):
+            placeholder = asyncio.Handle(_nothing, (), loop)
+            placeholder.cancel()
+            ready.appendleft(placeholder)
+
+
+_T = TypeVar("_T")
+#: Longest single select() while waiting (asyncio uses one day too).
+_MAX_SELECT_SECONDS = 86400.0
+
+
+def _context_in_use(handle: asyncio.Handle) -> bool:
+    context: contextvars.Context | None = getattr(handle, "_context", None)
+    if context is None:
+        return False
+    try:
+        context.run(_nothing)
+    except RuntimeError:  # "cannot enter context: ... is already entered"
+        return True
+    return False
+
+
 def _nothing() -> None:
-    """The callback of a placeholder handle (never called: the handle is cancelled)."""
+    """Does nothing (the callback of placeholders, and a probe for contexts in use)."""

@@ -475,3 +475,36 @@ def test_the_same_code_runs_as_a_script_under_asyncio_run_and_in_a_kernel(
     # dashboard is a live widget when displayed instead of printed).
     for out in (as_script, under_asyncio, in_kernel):
         assert "[####################] 4/4 finished (100%)\ncompleted 4" in out, out
+
+
+def test_cells_queued_behind_a_waiting_cell_all_run(tmp_path: Path) -> None:
+    """Run All sends every cell at once: those that arrive while a cell waits must run
+    afterwards, in order (with nest-asyncio they were lost on ipykernel 7)."""
+    from jupyter_client.manager import start_new_kernel
+
+    km, kc = start_new_kernel(kernel_name="python3", cwd=str(tmp_path))
+    try:
+        setup = kc.execute(SETUP)
+        assert kc.get_shell_msg(timeout=CELL_TIMEOUT)["parent_header"]["msg_id"] == setup
+        gate = tmp_path / "gate"
+        # The gate opens only after the loop has turned for a while inside the wait, by
+        # which time the cells sent with it have reached the kernel.
+        waiting = f"""
+async def open_gate_later():
+    for _ in range(30):
+        await asyncio.sleep(0.01)
+    Path({str(gate)!r}).touch()
+
+queue.add(Task("held", "gated", data={str(gate)!r}))
+opener = asyncio.get_running_loop().create_task(open_gate_later())
+queue.wait(60)
+print("waited")
+"""
+        cells = [waiting] + [f"print('after {i}')" for i in range(3)] + ["queue.shutdown()"]
+        ids = [kc.execute(code) for code in cells]
+        replies = [kc.get_shell_msg(timeout=CELL_TIMEOUT) for _ in ids]
+        assert [r["parent_header"]["msg_id"] for r in replies] == ids
+        assert [r["content"]["status"] for r in replies] == ["ok"] * len(ids)
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=False)
