@@ -170,7 +170,15 @@ class Queue:
                 self._backend.start(self, runtime)
                 self._dispatch()
 
-        self._run_on_loop(start)
+        try:
+            self._run_on_loop(start)
+        except BaseException:
+            self._runtime = None
+            if self._persistence is not None:
+                self._persistence.close()
+                self._persistence = None
+            runtime.close()
+            raise
         _live_queues.add(self)
         return self
 
@@ -655,8 +663,8 @@ class Queue:
     def _expire(self, task: Task[Any]) -> None:
         self._backend.abort(task.uid)
         error = TaskTimeoutError(
-            f"task {task.name!r} timed out after {task.timeout:g} s; its worker was stopped "
-            "and replaced. Give it a larger Task(timeout=...) if the work needs longer"
+            f"task {task.name!r} timed out after {task.timeout:g} s and was stopped. Give it "
+            "a larger Task(timeout=...) if the work needs longer"
         )
         record = ErrorRecord.from_exception(error)
         task.errors.append(record)
