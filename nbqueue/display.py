@@ -170,11 +170,24 @@ def _cell(column: str, value: Any) -> str:
     return "" if missing else esc(value)
 
 
-def status_table_html(frame: pandas.DataFrame, *, limit: int = TABLE_ROWS) -> str:
+#: The columns the dashboard's table shows.
+COMPACT_COLUMNS = (
+    "uid", "name", "type", "status", "progress", "retry_count", "duration", "worker", "error",
+)  # fmt: skip
+
+
+def status_table_html(
+    frame: pandas.DataFrame,
+    *,
+    limit: int = TABLE_ROWS,
+    columns: tuple[str, ...] | None = None,
+) -> str:
     """A status frame (``queue.status_frame()``) as a compact HTML table: coloured status,
     progress bars, short uids (hover for the full one), local times, readable durations.
-    Shows the first ``limit`` rows and says how many it left out."""
-    columns = [c for c in frame.columns if c != "created_at"]
+    Shows the first ``limit`` rows and says how many it left out; ``columns`` picks the
+    columns (default: all but created_at)."""
+    wanted = columns or tuple(c for c in frame.columns if c != "created_at")
+    columns = tuple(c for c in wanted if c in frame.columns)
     head = "".join(
         f'<th style="{_CELL_CSS};font-weight:600">{esc(c.replace("_", " "))}</th>' for c in columns
     )

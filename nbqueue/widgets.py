@@ -469,7 +469,9 @@ class Dashboard(_View):
                 rows.setdefault(uid, found)
         if not rows:
             return ""
-        table = display.status_table_html(frame.status_frame(list(rows.values())))
+        table = display.status_table_html(
+            frame.status_frame(list(rows.values())), columns=display.COMPACT_COLUMNS
+        )
         note = (
             f'<div style="color:#757575;font-size:11px">{len(rows)} of {total:,} tasks: running, '
             "next to run, latest finished. <code>queue.status_frame()</code> has them all.</div>"
