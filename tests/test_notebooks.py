@@ -275,6 +275,11 @@ def test_cells_return_at_once_and_work_goes_on_while_the_kernel_is_idle(
         for t in tasks:
             queue.add(t)
         queue.run_automatically()
+        # A helper thread may block on a task too (the controller notifies it).
+        import threading
+        from_thread = []
+        waiter = threading.Thread(target=lambda: from_thread.append(tasks[0].wait(60)))
+        waiter.start()
         print(queue.counts()["completed"])
         """
     )
@@ -288,6 +293,7 @@ def test_cells_return_at_once_and_work_goes_on_while_the_kernel_is_idle(
     gate.touch()
     kernel.poll("print(queue.counts()['completed'])", lambda out: out.strip() == "6")
     assert kernel.ok("print({t.result['value'] for t in tasks})").strip() == "{'done'}"
+    kernel.poll("print(from_thread)", lambda out: "'value': 'done'" in out)
     kernel.ok("queue.shutdown()")
 
 
