@@ -12,10 +12,11 @@ import shlex
 import weakref
 from typing import TYPE_CHECKING, Any
 
+import pandas
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class
 
-from nbqueue import display
+from nbqueue import display, frame
 from nbqueue.queue import Queue
 from nbqueue.task import Task
 
@@ -62,6 +63,8 @@ class NbqueueMagics(Magics):
         self._seen: weakref.WeakSet[Queue] = weakref.WeakSet()
         self._current: weakref.ref[Queue] | None = None
         self._current_name: str | None = None
+        #: The DataFrame HTML printer that was registered before ours (restored on unload).
+        self.previous_frame_html: Any = None
 
     # -- the registry ----------------------------------------------------------------------
     def _namespace_queues(self) -> list[tuple[str, Queue]]:
@@ -217,13 +220,25 @@ def _task_bundle(task: Task[Any]) -> dict[str, Any] | None:
     return display.task_mimebundle(task)
 
 
+def _frame_html(df: Any) -> str | None:
+    """A status frame (exactly the columns of ``queue.status_frame()``) as the coloured
+    status table; any other DataFrame as pandas shows it."""
+    if list(df.columns) == frame.COLUMNS:
+        return display.status_table_html(df)
+    return df._repr_html_()  # type: ignore[no-any-return]
+
+
 def load(shell: InteractiveShell) -> None:
-    """Register the magic, the registry hook and the live task display."""
+    """Register the magic, the registry hook, live task bars and the status-table look."""
     magics = NbqueueMagics(shell)
     shell.register_magics(magics)
     shell.events.register("post_run_cell", magics.scan)
-    assert shell.display_formatter is not None
-    shell.display_formatter.mimebundle_formatter.for_type(Task, _task_bundle)
+    formatter = shell.display_formatter
+    assert formatter is not None
+    formatter.mimebundle_formatter.for_type(Task, _task_bundle)
+    magics.previous_frame_html = formatter.formatters["text/html"].for_type(
+        pandas.DataFrame, _frame_html
+    )
     magics.scan()
 
 
@@ -237,8 +252,13 @@ def unload(shell: InteractiveShell) -> None:
     except ValueError:
         pass
     shell.magics_manager.magics["line"].pop("nbqueue", None)
-    if shell.display_formatter is not None:
-        shell.display_formatter.mimebundle_formatter.pop(Task, None)
+    formatter = shell.display_formatter
+    if formatter is not None:
+        formatter.mimebundle_formatter.pop(Task, None)
+        html = formatter.formatters["text/html"]
+        html.pop(pandas.DataFrame, None)
+        if magics.previous_frame_html is not None:
+            html.for_type(pandas.DataFrame, magics.previous_frame_html)
 
 
 def extension(shell: InteractiveShell) -> NbqueueMagics | None:

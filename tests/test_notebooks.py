@@ -193,9 +193,13 @@ def test_quickstart_notebook() -> None:
     _, files = find_cell(nb, "['files']")
     assert "beach-1600x1200.jpg" in text_of(files) and "beach-400x300.jpg" in text_of(files)
 
-    _, frame = find_cell(nb, "queue.status_frame()")
+    _, frame = find_cell(nb, "queue.status_frame()", exact=True)
     table = html_of(frame)
-    assert table.count("completed") == 5 and "compress desert" in table
+    assert "nbqueue-status" in table  # the extension's look for status frames
+    assert table.count(">completed<") == 5 and "compress desert" in table
+    assert "compress desert" in text_of(frame)  # pandas' text form is unchanged
+    _, by_type = find_cell(nb, 'groupby("type")')
+    assert "compress-image" in text_of(by_type) and "test-task" in text_of(by_type)
 
     _, status = find_cell(nb, "%nbqueue status")
     assert "completed 5 (5/5 finished, 100%)" in text_of(status)
@@ -424,8 +428,14 @@ def test_magics(kernel: Kernel, tmp_path: Path) -> None:
     assert "cancel UID" in pager and "wait [TIMEOUT]" in pager and "dashboard" in pager
     assert "cancel UID" in kernel.ok("%nbqueue help")
 
+    # Status frames show as the status table; other DataFrames as pandas shows them.
+    assert "nbqueue-status" in html_of(kernel.run("queue.status_frame()"))
+    other_frame = html_of(kernel.run("queue.status_frame()[['name', 'status']]"))
+    assert 'class="dataframe"' in other_frame and "nbqueue-status" not in other_frame
+
     kernel.ok("%unload_ext nbqueue")
     assert "UsageError" in text_of(kernel.run("%nbqueue status"))
+    assert 'class="dataframe"' in html_of(kernel.run("queue.status_frame()"))
     kernel.ok("queue.shutdown()")
 
 
