@@ -34,6 +34,7 @@ def sync_seconds() -> float:
     (NBQUEUE_POLL_SECONDS, default 0.5; PostgreSQL notifications wake it sooner)."""
     return _env_number("POLL_SECONDS", 0.5, seed_fallback=False) or 0.5
 
+
 #: How long shutdown() waits for workers to exit before killing them.
 SHUTDOWN_GRACE_SECONDS = 2.0
 
@@ -79,3 +80,16 @@ def generate_types_enabled() -> bool:
     """False when NBQUEUE_GENERATE_TYPES (or the seed's ANQUEUE_GENERATE_TYPES) is "false"."""
     raw = os.environ.get("NBQUEUE_GENERATE_TYPES", os.environ.get("ANQUEUE_GENERATE_TYPES", ""))
     return raw.strip().lower() not in {"false", "0", "no", "off"}
+
+
+#: The environment variable holding the key that signs pickles stored in a database.
+SECRET_ENV = "NBQUEUE_SECRET"
+
+
+def secret() -> bytes | None:
+    """The key for signing pickled payloads stored in a database (HMAC-SHA256), from
+    NBQUEUE_SECRET; None when it is unset or empty. Surrounding whitespace is dropped (a
+    trailing newline from a secrets file must not make one host's key differ). Read on
+    every call, so a changed environment takes effect at once."""
+    raw = os.environ.get(SECRET_ENV, "").strip()
+    return raw.encode("utf-8", "surrogateescape") if raw else None

@@ -6,9 +6,13 @@ else -- a set, a tuple, a datetime, a DataFrame, a numpy array, an instance of y
 class -- is pickled: the task's inputs (data, metadata, user_id) into ``data_blob``, its
 result into ``result_blob``.
 
-Reading is defensive: a row with a missing, malformed or tampered value raises
-:class:`CorruptRowError` naming the task's uid and the column, so the caller can fail that
-one task and carry on with the rest.
+Pickles go into the database signed when NBQUEUE_SECRET is set (``serialization.sign``);
+reading checks the signature before anything is unpickled. Task objects in memory only ever
+hold the unsigned bytes.
+
+Reading is defensive: a row with a missing, malformed or tampered value -- including a blob
+that is unsigned or mis-signed -- raises :class:`CorruptRowError` naming the task's uid and
+the column, so the caller can fail that one task and carry on with the rest.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
-from nbqueue import serialization
+from nbqueue import config, serialization
 from nbqueue.errors import SerializationError
 from nbqueue.store.base import Row
 from nbqueue.task import ErrorRecord, Status, Task
@@ -91,7 +95,9 @@ def task_to_row(task: Task[Any]) -> Row:
         if text is None and value is not None:
             pickled[name] = value
     row["data_blob"] = (
-        serialization.dumps(pickled, f"data of task {task.name!r}") if pickled else None
+        serialization.sign_for_storage(serialization.dumps(pickled, f"data of task {task.name!r}"))
+        if pickled
+        else None
     )
     return row
 
@@ -113,7 +119,8 @@ def task_state_row(task: Task[Any]) -> Row:
         "error": None if last is None else _clean(str(last)),
         "errors": json.dumps([_error_dict(e) for e in task.errors], separators=(",", ":")),
         "result": result,
-        "result_blob": result_blob,
+        # Results come from workers as unsigned pickles: signed on their way to the database.
+        "result_blob": None if result_blob is None else serialization.sign_for_storage(result_blob),
     }
 
 
@@ -275,6 +282,7 @@ class _Reader:
             raise CorruptRowError(repr(uid), "column 'uid' must be a non-empty string")
         self.uid = uid
         self.row = row
+        self.secret = config.secret()  # one key for the whole row
 
     def fail(self, column: str, problem: str) -> CorruptRowError:
         return CorruptRowError(self.uid, f"column {column!r} {problem}")
@@ -303,7 +311,19 @@ class _Reader:
             raise self.fail(column, f"is not valid JSON ({exc}): {_show(text)}") from None
 
     def blob(self, column: str) -> bytes | None:
-        return self.get(column, _pickle_bytes, optional=True)
+        """The unsigned pickle in a blob column, once its signature has been checked."""
+        blob = self.get(column, _bytes, optional=True)
+        if blob is None:
+            return None
+        try:
+            what = f"the pickle in column {column!r} of task {self.uid}"
+            data = serialization.verify(blob, self.secret, what)
+        except serialization.SignatureError as exc:
+            raise CorruptRowError(self.uid, str(exc)) from exc
+        try:
+            return _pickle_bytes(data)
+        except ValueError as exc:
+            raise self.fail(column, f"holds {_show(blob)}: {exc}") from None
 
     def inputs(self) -> tuple[Any, dict[str, Any], Any]:
         values = {name: self.json(name) for name in INPUT_COLUMNS}
@@ -427,11 +447,15 @@ def _moment(value: Any) -> dt.datetime:
     return value.astimezone(dt.timezone.utc)
 
 
-def _pickle_bytes(value: Any) -> bytes:
+def _bytes(value: Any) -> bytes:
     if isinstance(value, (bytearray, memoryview)):
         value = bytes(value)
     if not isinstance(value, bytes):
         raise TypeError("expected bytes")
+    return value
+
+
+def _pickle_bytes(value: bytes) -> bytes:
     # Pickles of protocol 2 and later start with PROTO (0x80) and end with STOP (".").
     if len(value) < 3 or value[0] != 0x80 or value[-1:] != b".":
         raise ValueError("not a pickle made by nbqueue")

@@ -3,6 +3,8 @@
 PostgreSQL comes from NBQUEUE_TEST_POSTGRES_URL (any database on the server; each test gets
 a fresh ``nbq_test_<random>`` database, dropped afterwards). Unset or unreachable: those
 tests are skipped -- except on CI (CI=true), where they fail.
+
+Signing is tested in test_signing.py; here NBQUEUE_SECRET is unset (blobs stored as they are).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import sqlalchemy as sa
+from helpers import poll
 from sqlalchemy import event
 
 from nbqueue import rows, serialization
@@ -83,6 +86,11 @@ class Store:
         with self.raw.begin() as conn:
             result = conn.execute(sa.text(statement), params)
             return list(result) if result.returns_rows else []
+
+
+@pytest.fixture(autouse=True)
+def no_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NBQUEUE_SECRET", raising=False)
 
 
 @pytest.fixture(params=BACKENDS)
@@ -599,6 +607,251 @@ def test_missing_column_is_refused(store: Store, adapter: DatabaseAdapter) -> No
     store.sql("ALTER TABLE tasks ADD COLUMN shape TEXT NOT NULL")
     with pytest.raises(SchemaMismatchError, match="shape"):
         store.new_adapter().open()
+
+
+@sql_only
+def test_executors_and_hosts_tables_are_created_beside_the_tasks_table(store: Store) -> None:
+    adapter = store.new_adapter(table="jobs")
+    adapter.save_executor("t", "d", b"x")  # first use, no open(): every table is made
+    inspector = sa.inspect(store.raw)
+    assert inspector is not None
+    assert {"jobs", "jobs_meta", "jobs_executors", "jobs_hosts"} <= set(inspector.get_table_names())
+    assert [c["name"] for c in inspector.get_columns("jobs_executors")] == [
+        "type", "digest", "payload", "created_at",
+    ]  # fmt: skip
+    assert inspector.get_pk_constraint("jobs_executors")["constrained_columns"] == [
+        "type", "digest",
+    ]  # fmt: skip
+    assert [c["name"] for c in inspector.get_columns("jobs_hosts")] == [
+        "name", "hostname", "pid", "started_at", "last_seen", "running", "capacity",
+    ]  # fmt: skip
+    assert inspector.get_pk_constraint("jobs_hosts")["constrained_columns"] == ["name"]
+
+
+@sql_only
+def test_database_made_before_the_scale_out_tables_gets_them(store: Store) -> None:
+    old = store.new_adapter()
+    task = make_task()
+    save(old, task)
+    old.close()
+    # What an nbqueue from before the executors and hosts tables left behind.
+    store.sql("DROP TABLE tasks_executors")
+    store.sql("DROP TABLE tasks_hosts")
+    adapter = store.new_adapter()
+    adapter.open()
+    assert [row["uid"] for row in adapter.load()] == [task.uid]  # the tasks are untouched
+    assert store.sql("SELECT key, value FROM tasks_meta") == [
+        ("schema_version", str(SCHEMA_VERSION))
+    ]
+    adapter.save_executor("t", "d", b"x")
+    adapter.host_heartbeat("h", hostname="box", pid=1, running=0, capacity=1)
+    assert adapter.load_executor("t") == ("d", b"x")
+    assert [row["name"] for row in adapter.load_hosts()] == ["h"]
+
+
+@sql_only
+def test_incompatible_hosts_table_is_refused_and_left_alone(store: Store) -> None:
+    store.new_adapter().open()
+    store.sql("DROP TABLE tasks_hosts")
+    store.sql("CREATE TABLE tasks_hosts (name VARCHAR(255) PRIMARY KEY, colour TEXT)")
+    store.sql("INSERT INTO tasks_hosts (name, colour) VALUES ('h', 'red')")
+    with pytest.raises(SchemaMismatchError, match=r"tasks_hosts.*missing column"):
+        store.new_adapter().open()
+    assert store.sql("SELECT name, colour FROM tasks_hosts") == [("h", "red")]
+
+
+# -- executors ----------------------------------------------------------------------------
+EVERY_BYTE = bytes(range(256)) * 3
+
+
+def test_executors_by_digest_and_newest(store: Store, adapter: DatabaseAdapter) -> None:
+    assert adapter.load_executor("fit") is None
+    adapter.save_executor("fit", "d1", EVERY_BYTE)
+    store.clock.advance(1)
+    adapter.save_executor("fit", "d2", b"second")
+    store.clock.advance(1)
+    adapter.save_executor("plot", "d9", b"other type")
+    assert adapter.load_executor("fit") == ("d2", b"second")
+    assert adapter.load_executor("fit", "d1") == ("d1", EVERY_BYTE)
+    assert adapter.load_executor("fit", "d9") is None  # a digest of another type
+    assert adapter.load_executor("plot") == ("d9", b"other type")
+    assert adapter.load_executor("nothing") is None
+    # Saving a pair again is idempotent, replaces its payload and makes it the newest.
+    store.clock.advance(1)
+    adapter.save_executor("fit", "d1", bytearray(b"again"))
+    adapter.save_executor("fit", "d1", b"again")
+    assert adapter.load_executor("fit") == ("d1", b"again")
+    assert adapter.load_executor("fit", "d2") == ("d2", b"second")
+    # Another adapter on the same storage sees them.
+    assert store.new_adapter().load_executor("fit", "d1") == ("d1", b"again")
+
+
+def test_executor_arguments_are_checked(adapter: DatabaseAdapter) -> None:
+    with pytest.raises(ConfigurationError, match="task_type"):
+        adapter.save_executor("", "d", b"x")
+    with pytest.raises(ConfigurationError, match="digest"):
+        adapter.save_executor("t", "d" * 129, b"x")
+    with pytest.raises(ConfigurationError, match="payload must be bytes"):
+        adapter.save_executor("t", "d", "text")  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="digest"):
+        adapter.load_executor("t", "")
+    assert adapter.load_executor("t") is None
+
+
+# -- hosts --------------------------------------------------------------------------------
+def _moment(store: Store) -> dt.datetime:
+    return dt.datetime.fromtimestamp(store.clock(), UTC)
+
+
+def test_host_heartbeats(store: Store, adapter: DatabaseAdapter) -> None:
+    assert adapter.load_hosts() == []
+    started = _moment(store)
+    adapter.host_heartbeat("w-b", hostname="box-b", pid=42, running=0, capacity=4)
+    adapter.host_heartbeat("w-a", hostname="box-a", pid=7, running=1, capacity=2)
+    store.clock.advance(5)
+    adapter.host_heartbeat("w-b", hostname="box-b", pid=42, running=3, capacity=4)
+    hosts = store.new_adapter().load_hosts()
+    assert [tuple(row) for row in hosts] == [
+        ("name", "hostname", "pid", "started_at", "last_seen", "running", "capacity")
+    ] * 2
+    assert hosts == [
+        {"name": "w-a", "hostname": "box-a", "pid": 7, "started_at": started,
+         "last_seen": started, "running": 1, "capacity": 2},
+        {"name": "w-b", "hostname": "box-b", "pid": 42, "started_at": started,
+         "last_seen": _moment(store), "running": 3, "capacity": 4},
+    ]  # fmt: skip
+    # Another process taking the name over starts afresh.
+    store.clock.advance(5)
+    adapter.host_heartbeat("w-b", hostname="box-b", pid=43, running=0, capacity=4)
+    [_, again] = adapter.load_hosts()
+    assert again["pid"] == 43 and again["started_at"] == again["last_seen"] == _moment(store)
+    adapter.remove_host("w-b")
+    adapter.remove_host("no such host")
+    assert [row["name"] for row in adapter.load_hosts()] == ["w-a"]
+
+
+def test_host_arguments_are_checked(adapter: DatabaseAdapter) -> None:
+    good: dict[str, Any] = {"hostname": "box", "pid": 1, "running": 0, "capacity": 1}
+    with pytest.raises(ConfigurationError, match="name"):
+        adapter.host_heartbeat("", **good)
+    for key, bad in [("pid", -1), ("running", True), ("capacity", 1.5), ("hostname", "")]:
+        with pytest.raises(ConfigurationError, match=key):
+            adapter.host_heartbeat("h", **{**good, key: bad})
+    with pytest.raises(ConfigurationError, match="name"):
+        adapter.remove_host("")
+    assert adapter.load_hosts() == []
+
+
+# -- wake-ups -----------------------------------------------------------------------------
+class Calls:
+    """A listen() callback that counts its calls (from any thread)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._lock = threading.Lock()
+
+    def __call__(self) -> None:
+        with self._lock:
+            self.count += 1
+
+
+@pytest.mark.parametrize("store", ["memory"], indirect=True)
+def test_memory_wakes_listeners_in_process(store: Store, adapter: DatabaseAdapter) -> None:
+    calls, failing = Calls(), Calls()
+
+    def broken() -> None:
+        failing()
+        raise RuntimeError("a listener bug")
+
+    stop = adapter.listen(calls)
+    stop_broken = adapter.listen(broken)
+    adapter.notify()  # a failing callback neither raises here nor stops the others
+    assert (calls.count, failing.count) == (1, 1)
+    stop()
+    stop()  # idempotent
+    adapter.notify()
+    assert (calls.count, failing.count) == (1, 2)
+    stop_broken()
+    assert not adapter.notifies_other_processes
+    with pytest.raises(ConfigurationError, match="callable"):
+        adapter.listen("not callable")  # type: ignore[arg-type]
+
+
+@sqlite_only
+def test_sqlite_has_no_wake_ups(store: Store, adapter: DatabaseAdapter) -> None:
+    calls = Calls()
+    threads = threading.active_count()
+    stop = adapter.listen(calls)
+    assert threading.active_count() == threads  # no thread: listeners poll instead
+    adapter.notify()
+    store.new_adapter().notify()
+    assert calls.count == 0 and not adapter.notifies_other_processes
+    stop()
+
+
+def _listener_pids(store: Store, channel: str) -> set[int]:
+    """Backends of this test's database whose last statement LISTENed on ``channel``."""
+    assert store.url is not None
+    found = store.sql(
+        "SELECT pid FROM pg_stat_activity WHERE datname = :db AND query = :listen",
+        db=sa.make_url(store.url).database,
+        listen=f'LISTEN "{channel}"',
+    )
+    return {pid for (pid,) in found}
+
+
+def _listen_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("nbqueue-listen-")]
+
+
+@postgres_only
+def test_postgres_notify_reaches_a_listener_in_another_connection(store: Store) -> None:
+    listener, notifier = store.new_adapter(), store.new_adapter()
+    assert listener.notifies_other_processes
+    calls = Calls()
+    stop = listener.listen(calls)  # returns once it is listening
+    notifier.notify()
+    poll(lambda: calls.count >= 1, timeout=10)
+    store.sql("SELECT pg_notify('nbqueue_tasks', 'from plain SQL')")
+    poll(lambda: calls.count >= 2, timeout=10)
+    started = time.monotonic()
+    stop()
+    assert time.monotonic() - started < 2 and _listen_threads() == []
+    poll(lambda: not _listener_pids(store, "nbqueue_tasks"), timeout=10)  # connection closed
+
+
+@postgres_only
+def test_postgres_channels_are_per_table(store: Store) -> None:
+    mixed, other = store.new_adapter(table="MixedCase"), store.new_adapter()
+    assert isinstance(mixed, SQLAlchemyAdapter) and mixed.channel == "nbqueue_MixedCase"
+    calls = Calls()
+    stop = mixed.listen(calls)
+    other.notify()  # another table: not for this listener
+    store.new_adapter(table="MixedCase").notify()
+    poll(lambda: calls.count >= 1, timeout=10)
+    # Notifications arrive in commit order, so the first one would have come first.
+    assert calls.count == 1
+    stop()
+
+
+@postgres_only
+def test_postgres_listener_reconnects_after_its_connection_is_killed(
+    store: Store, postgres_server: sa.Engine
+) -> None:
+    listener, notifier = store.new_adapter(), store.new_adapter()
+    calls = Calls()
+    stop = listener.listen(calls)
+    [first] = _listener_pids(store, "nbqueue_tasks")
+    with postgres_server.connect() as conn:
+        conn.execute(sa.text("SELECT pg_terminate_backend(:pid, 10000)"), {"pid": first})
+    # It reconnects, and tells its callback once (a wake-up may have been missed meanwhile).
+    poll(lambda: _listener_pids(store, "nbqueue_tasks") - {first}, timeout=20)
+    poll(lambda: calls.count == 1, timeout=10)
+    notifier.notify()
+    poll(lambda: calls.count == 2, timeout=10)
+    listener.close()  # close() stops every listener of the adapter
+    assert _listen_threads() == []
+    stop()  # still safe to call
 
 
 # -- corrupt rows -------------------------------------------------------------------------

@@ -15,6 +15,8 @@ from nbqueue.errors import ConfigurationError
 from nbqueue.store.base import (
     COLUMNS,
     DEFAULT_TABLE,
+    EXECUTOR_COLUMNS,
+    HOST_COLUMNS,
     REQUIRED,
     SCHEMA_VERSION,
     DatabaseAdapter,
@@ -28,6 +30,8 @@ from nbqueue.store.sql import SQLAlchemyAdapter
 __all__ = [
     "COLUMNS",
     "DEFAULT_TABLE",
+    "EXECUTOR_COLUMNS",
+    "HOST_COLUMNS",
     "REQUIRED",
     "SCHEMA_VERSION",
     "DatabaseAdapter",

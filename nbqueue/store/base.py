@@ -18,19 +18,36 @@ The row contract, shared by every backend:
 
 ``updated_at`` is stamped by the adapter on every write; ``lease_owner`` and
 ``lease_expires_at`` belong to :meth:`DatabaseAdapter.claim` and friends.
+
+Beside the tasks, for scale-out over a shared database:
+
+- executors (``<table>_executors``): pickled notebook-defined executors by ``(type,
+  digest)``, stored signed when NBQUEUE_SECRET is set, so worker hosts can load them;
+- hosts (``<table>_hosts``): one row per ``nbqueue worker`` host, refreshed by its heartbeat;
+- wake-ups: :meth:`DatabaseAdapter.notify` wakes the :meth:`DatabaseAdapter.listen`
+  callbacks of every process on the same table (PostgreSQL LISTEN/NOTIFY).
+
+The primitives for these have in-process defaults (what MemoryAdapter uses): a backend that
+does not override them keeps executors and hosts in this adapter object, and wakes only
+listeners of this adapter object.
 """
 
 from __future__ import annotations
 
 import abc
 import datetime as dt
+import itertools
+import logging
 import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from nbqueue import serialization
 from nbqueue.errors import ConfigurationError, NbqueueError
+
+log = logging.getLogger("nbqueue.store")
 
 #: One row of the tasks table: column name -> value (see the module docstring).
 Row = dict[str, Any]
@@ -63,6 +80,15 @@ REQUIRED = frozenset({
 })  # fmt: skip
 _KNOWN = frozenset(COLUMNS)
 
+#: The columns of a row of the executors table (payload: the pickle, signed or not).
+EXECUTOR_COLUMNS = ("type", "digest", "payload", "created_at")
+#: The columns of a row of the hosts table, as :meth:`DatabaseAdapter.load_hosts` gives them.
+HOST_COLUMNS = ("name", "hostname", "pid", "started_at", "last_seen", "running", "capacity")
+#: Length limits of the text columns of the executors and hosts tables.
+MAX_TYPE_LENGTH = 255
+MAX_DIGEST_LENGTH = 128
+MAX_NAME_LENGTH = 255
+
 
 class DatabaseError(NbqueueError):
     """The task database could not be reached or refused an operation (after retries)."""
@@ -90,12 +116,24 @@ class DatabaseAdapter(abc.ABC):
         self._clock = clock
         self._opened = False
         self._open_lock = threading.Lock()
+        # The in-process defaults for executors, hosts and wake-ups (see the module docstring).
+        self._local_lock = threading.Lock()
+        self._local_executors: dict[tuple[str, str], tuple[bytes, dt.datetime, int]] = {}
+        self._local_hosts: dict[str, Row] = {}
+        self._local_listeners: dict[int, Callable[[], None]] = {}
+        self._local_seq = itertools.count()
 
     @property
     def url(self) -> str | None:
         """A URL another process can open its own connection with; None when the storage
         lives in this process only."""
         return None
+
+    @property
+    def notifies_other_processes(self) -> bool:
+        """True when :meth:`notify` reaches :meth:`listen` callbacks in other processes
+        (PostgreSQL); otherwise whoever waits for work elsewhere must poll."""
+        return False
 
     def __enter__(self) -> DatabaseAdapter:
         self.open()
@@ -211,6 +249,88 @@ class DatabaseAdapter(abc.ABC):
         self._ensure_open()
         return self._requeue_expired(utc_from_epoch(self._clock()))
 
+    # -- executors shipped to worker hosts -----------------------------------------------
+    def save_executor(self, task_type: str, digest: str, payload: bytes) -> None:
+        """Store the pickled executor ``payload`` for ``task_type`` under ``digest`` (its
+        content hash), for worker hosts to load. Saving the same (type, digest) again
+        replaces its payload and makes it the newest of its type. The payload is signed
+        when NBQUEUE_SECRET is set."""
+        _check_text(task_type, "task_type", MAX_TYPE_LENGTH)
+        _check_text(digest, "digest", MAX_DIGEST_LENGTH)
+        if not isinstance(payload, (bytes, bytearray, memoryview)):
+            raise ConfigurationError(f"payload must be bytes, got {type(payload).__name__}")
+        blob = serialization.sign_for_storage(bytes(payload))
+        self._ensure_open()
+        self._save_executor(task_type, digest, blob, utc_from_epoch(self._clock()))
+
+    def load_executor(self, task_type: str, digest: str | None = None) -> tuple[str, bytes] | None:
+        """``(digest, payload)`` of the executor stored for ``task_type`` under ``digest``,
+        or of the newest one for the type when ``digest`` is None; None when there is none.
+        Raises serialization.SignatureError when the stored payload is unsigned or
+        mis-signed for this process's NBQUEUE_SECRET (it must not be unpickled)."""
+        _check_text(task_type, "task_type", MAX_TYPE_LENGTH)
+        if digest is not None:
+            _check_text(digest, "digest", MAX_DIGEST_LENGTH)
+        self._ensure_open()
+        found = self._load_executor(task_type, digest)
+        if found is None:
+            return None
+        found_digest, blob = found
+        what = f"the stored executor for type {task_type!r} (digest {found_digest})"
+        return found_digest, serialization.verify_from_storage(blob, what)
+
+    # -- worker hosts ---------------------------------------------------------------------
+    def host_heartbeat(
+        self, name: str, *, hostname: str, pid: int, running: int, capacity: int
+    ) -> None:
+        """Record that worker host ``name`` is alive: upsert its row with ``last_seen`` =
+        now (the adapter's clock). ``started_at`` is set when the row is made, and again
+        when another process (another hostname or pid) takes the name over."""
+        _check_text(name, "name", MAX_NAME_LENGTH)
+        _check_text(hostname, "hostname", MAX_NAME_LENGTH)
+        for label, value in (("pid", pid), ("running", running), ("capacity", capacity)):
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 1 << 63:
+                raise ConfigurationError(f"{label} must be an int >= 0, got {value!r}")
+        now = utc_from_epoch(self._clock())
+        row: Row = {
+            "name": name, "hostname": hostname, "pid": pid, "started_at": now,
+            "last_seen": now, "running": running, "capacity": capacity,
+        }  # fmt: skip
+        self._ensure_open()
+        self._host_heartbeat(row)
+
+    def load_hosts(self) -> list[Row]:
+        """Every host row (HOST_COLUMNS), by name. Whether a host is still alive is the
+        caller's judgement, from ``last_seen``."""
+        self._ensure_open()
+        return sorted(self._load_hosts(), key=lambda row: row["name"])
+
+    def remove_host(self, name: str) -> None:
+        """Delete the row of host ``name`` (a host leaving cleanly); no error if missing."""
+        _check_text(name, "name", MAX_NAME_LENGTH)
+        self._ensure_open()
+        self._remove_host(name)
+
+    # -- wake-ups -------------------------------------------------------------------------
+    def notify(self) -> None:
+        """Wake the listeners on this table (call it after saving new tasks). Best effort:
+        a failure is logged, never raised -- listeners also poll."""
+        try:
+            self._notify()
+        except NbqueueError as exc:
+            log.warning("nbqueue: could not notify listeners: %s", exc)
+
+    def listen(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback()`` (possibly from another thread: keep it short, thread-safe) when
+        :meth:`notify` is called on this table -- in any process when
+        :attr:`notifies_other_processes`, else only through this adapter. Also called,
+        once, after a lost connection is re-established (a wake-up may have been missed).
+        Returns a function that stops listening (idempotent); close() stops every
+        listener."""
+        if not callable(callback):
+            raise ConfigurationError(f"callback must be callable, got {callback!r}")
+        return self._listen(callback)
+
     # -- what a backend implements ------------------------------------------------------
     @abc.abstractmethod
     def _open(self) -> None: ...
@@ -246,6 +366,58 @@ class DatabaseAdapter(abc.ABC):
 
     @abc.abstractmethod
     def _requeue_expired(self, now: dt.datetime) -> list[str]: ...
+
+    # Executors, hosts and wake-ups: in-process defaults, overridden by shared backends.
+    def _save_executor(self, task_type: str, digest: str, blob: bytes, now: dt.datetime) -> None:
+        with self._local_lock:
+            self._local_executors[(task_type, digest)] = (blob, now, next(self._local_seq))
+
+    def _load_executor(self, task_type: str, digest: str | None) -> tuple[str, bytes] | None:
+        """``(digest, stored blob)``: by digest, or the newest for the type."""
+        with self._local_lock:
+            if digest is not None:
+                found = self._local_executors.get((task_type, digest))
+                return None if found is None else (digest, found[0])
+            mine = [(at, seq, d, blob) for (t, d), (blob, at, seq) in
+                    self._local_executors.items() if t == task_type]  # fmt: skip
+            if not mine:
+                return None
+            _, _, newest, blob = max(mine)
+            return newest, blob
+
+    def _host_heartbeat(self, row: Row) -> None:
+        with self._local_lock:
+            stored = self._local_hosts.get(row["name"])
+            if stored is not None and (stored["hostname"], stored["pid"]) == (
+                row["hostname"], row["pid"],
+            ):  # fmt: skip
+                row = {**row, "started_at": stored["started_at"]}
+            self._local_hosts[row["name"]] = row
+
+    def _load_hosts(self) -> list[Row]:
+        with self._local_lock:
+            return [dict(row) for row in self._local_hosts.values()]
+
+    def _remove_host(self, name: str) -> None:
+        with self._local_lock:
+            self._local_hosts.pop(name, None)
+
+    def _notify(self) -> None:
+        with self._local_lock:
+            callbacks = list(self._local_listeners.values())
+        for callback in callbacks:
+            call_listener(callback)
+
+    def _listen(self, callback: Callable[[], None]) -> Callable[[], None]:
+        with self._local_lock:
+            key = next(self._local_seq)
+            self._local_listeners[key] = callback
+
+        def stop() -> None:
+            with self._local_lock:
+                self._local_listeners.pop(key, None)
+
+        return stop
 
     # -- shared by backends -------------------------------------------------------------
     @staticmethod
@@ -296,6 +468,21 @@ def _checked_row(row: Mapping[str, Any]) -> Row:
             f"row {uid} has unknown column(s) {sorted(unknown)}; the columns are {list(COLUMNS)}"
         )
     return dict(row)
+
+
+def call_listener(callback: Callable[[], None]) -> None:
+    """Run a listen() callback; its failure is logged, never passed on to the notifier."""
+    try:
+        callback()
+    except Exception:
+        log.exception("nbqueue: a wake-up callback failed")
+
+
+def _check_text(value: str, what: str, limit: int) -> None:
+    if not isinstance(value, str) or not value or len(value) > limit:
+        raise ConfigurationError(
+            f"{what} must be a non-empty string of at most {limit} characters, got {value!r}"
+        )
 
 
 def _strings(values: Iterable[str], what: str) -> list[str]:

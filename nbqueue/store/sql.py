@@ -9,6 +9,13 @@
   retried with exponential back-off; what still fails becomes a :class:`DatabaseError`.
 - JSON columns are ``json`` on PostgreSQL and TEXT on SQLite, and come back as their text:
   ``nbqueue.rows`` parses them, so a corrupt row fails its own task, not the whole load.
+- Beside the tasks table: ``<table>_meta`` (the schema version), ``<table>_executors`` and
+  ``<table>_hosts``. The last two are created when missing, also in a database made by an
+  earlier nbqueue (same schema version); nothing is ever altered or dropped.
+- Wake-ups on PostgreSQL: :meth:`SQLAlchemyAdapter.notify` is ``pg_notify`` on the channel
+  ``nbqueue_<table>``; each :meth:`SQLAlchemyAdapter.listen` runs a daemon thread with a
+  connection of its own (psycopg 3.2+) doing ``LISTEN``, reconnecting with back-off. On
+  SQLite there are no wake-ups: notify() does nothing and listeners must poll.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ import threading
 import time
 import zlib
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -52,6 +59,17 @@ RETRY_CAP_SECONDS = 2.0
 DEFAULT_BUSY_TIMEOUT_SECONDS = 5.0
 #: Uids per ``IN (...)`` list, well below SQLite's limit on bound parameters.
 CHUNK = 500
+#: A listener checks this often whether it has been stopped (so stop() returns promptly).
+LISTEN_POLL_SECONDS = 0.2
+#: A listener connection that has heard nothing for this long is checked with a query.
+LISTEN_PING_SECONDS = 30.0
+#: Back-off between a listener's reconnection attempts: doubled from the base to the cap.
+LISTEN_BACKOFF_BASE_SECONDS = 0.1
+LISTEN_BACKOFF_CAP_SECONDS = 5.0
+#: How long listen() waits for its first LISTEN before returning anyway (still trying).
+LISTEN_READY_SECONDS = 5.0
+#: The notification channel is this prefix and the table name.
+CHANNEL_PREFIX = "nbqueue_"
 
 _TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,47}\Z")
 _VERSION_KEY = "schema_version"
@@ -136,8 +154,16 @@ def _utc(value: dt.datetime) -> dt.datetime:
 
 
 # -- the schema ---------------------------------------------------------------------------
-def _tables(name: str) -> tuple[sa.Table, sa.Table]:
-    """The tasks table and its ``<name>_meta`` table (key/value; holds the schema version)."""
+class _Schema(NamedTuple):
+    tasks: sa.Table
+    meta: sa.Table
+    executors: sa.Table
+    hosts: sa.Table
+
+
+def _tables(name: str) -> _Schema:
+    """The tasks table, its ``<name>_meta`` table (key/value; holds the schema version),
+    and the ``<name>_executors`` and ``<name>_hosts`` tables for scale-out."""
     metadata = sa.MetaData()
     tasks = sa.Table(
         name,
@@ -180,15 +206,38 @@ def _tables(name: str) -> tuple[sa.Table, sa.Table]:
         sa.Column("key", sa.String(64), primary_key=True),
         sa.Column("value", sa.Text, nullable=False),
     )
+    executors = sa.Table(
+        f"{name}_executors",
+        metadata,
+        sa.Column("type", sa.String(base.MAX_TYPE_LENGTH), primary_key=True),
+        sa.Column("digest", sa.String(base.MAX_DIGEST_LENGTH), primary_key=True),
+        sa.Column("payload", sa.LargeBinary, nullable=False),
+        sa.Column("created_at", UTCDateTime, nullable=False),
+    )
+    hosts = sa.Table(
+        f"{name}_hosts",
+        metadata,
+        sa.Column("name", sa.String(base.MAX_NAME_LENGTH), primary_key=True),
+        sa.Column("hostname", sa.String(base.MAX_NAME_LENGTH), nullable=False),
+        sa.Column("pid", sa.BigInteger, nullable=False),
+        sa.Column("started_at", UTCDateTime, nullable=False),
+        sa.Column("last_seen", UTCDateTime, nullable=False),
+        sa.Column("running", sa.BigInteger, nullable=False),
+        sa.Column("capacity", sa.BigInteger, nullable=False),
+    )
     assert tuple(tasks.c.keys()) == base.COLUMNS
-    return tasks, meta
+    assert tuple(executors.c.keys()) == base.EXECUTOR_COLUMNS
+    assert tuple(hosts.c.keys()) == base.HOST_COLUMNS
+    return _Schema(tasks, meta, executors, hosts)
 
 
 class _Queries:
     """Every statement the adapter runs, by name."""
 
-    def __init__(self, tasks: sa.Table, meta: sa.Table) -> None:
+    def __init__(self, schema: _Schema) -> None:
+        tasks, meta = schema.tasks, schema.meta
         self.tasks, self.meta = tasks, meta
+        self.executors, self.hosts = schema.executors, schema.hosts
         c = tasks.c
         self.select_all = sa.select(tasks)
         self.read_version = sa.select(meta.c.value).where(meta.c.key == _VERSION_KEY)
@@ -240,6 +289,43 @@ class _Queries:
     def expired(self, now: dt.datetime) -> sa.ColumnElement[bool]:
         c = self.tasks.c
         return sa.and_(c.status == base.RUNNING, c.lease_expires_at < now)
+
+    def upsert_executor(self, dialect: str) -> sa.Insert:
+        """Insert, or replace the payload and created_at of the same (type, digest)."""
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        stmt = insert(self.executors)
+        c = self.executors.c
+        return stmt.on_conflict_do_update(
+            index_elements=[c.type, c.digest],
+            set_={"payload": stmt.excluded.payload, "created_at": stmt.excluded.created_at},
+        )
+
+    def select_executor(self, task_type: str, digest: str | None) -> sa.Select[Any]:
+        """By digest, or the newest of the type."""
+        c = self.executors.c
+        stmt = sa.select(c.digest, c.payload).where(c.type == task_type)
+        if digest is not None:
+            return stmt.where(c.digest == digest)
+        return stmt.order_by(c.created_at.desc(), c.digest.desc()).limit(1)
+
+    def upsert_host(self, dialect: str) -> sa.Insert:
+        """Insert, or refresh; ``started_at`` is kept unless another process (hostname or
+        pid) has taken the name over."""
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        stmt = insert(self.hosts)
+        c, new = self.hosts.c, stmt.excluded
+        same_process = sa.and_(c.hostname == new.hostname, c.pid == new.pid)
+        changed: dict[str, Any] = {
+            name: new[name] for name in base.HOST_COLUMNS if name not in ("name", "started_at")
+        }
+        changed["started_at"] = sa.case((same_process, c.started_at), else_=new.started_at)
+        return stmt.on_conflict_do_update(index_elements=[c.name], set_=changed)
+
+    def select_hosts(self) -> sa.Select[Any]:
+        return sa.select(self.hosts).order_by(self.hosts.c.name)
+
+    def delete_host(self, name: str) -> sa.Delete:
+        return sa.delete(self.hosts).where(self.hosts.c.name == name)
 
 
 # -- the adapter --------------------------------------------------------------------------
@@ -302,8 +388,13 @@ class SQLAlchemyAdapter(base.DatabaseAdapter):
         self._retry_attempts = retry_attempts
         self._retry_max_seconds = float(retry_max_seconds)
         self.table = table
-        self._tasks, self._meta = _tables(table)
-        self._queries = _Queries(self._tasks, self._meta)
+        self._schema = _tables(table)
+        self._tasks, self._meta = self._schema.tasks, self._schema.meta
+        self._queries = _Queries(self._schema)
+        #: The PostgreSQL notification channel of this table (LISTEN/NOTIFY).
+        self.channel = f"{CHANNEL_PREFIX}{table}"
+        self._listeners: set[_Listener] = set()
+        self._listeners_lock = threading.Lock()
         if self._dialect == "sqlite" and not event.contains(self._engine, "begin", _sqlite_begin):
             event.listen(self._engine, "begin", _sqlite_begin)
 
@@ -402,7 +493,7 @@ class SQLAlchemyAdapter(base.DatabaseAdapter):
                 "The table has been left as it is."
             )
         if not inspector.has_table(name):
-            self._tasks.metadata.create_all(conn)
+            self._tasks.metadata.create_all(conn)  # and any missing table beside it
             if version is None:
                 conn.execute(self._queries.write_version)
             log.info("nbqueue: created table %s (schema version %d)", name, base.SCHEMA_VERSION)
@@ -414,12 +505,25 @@ class SQLAlchemyAdapter(base.DatabaseAdapter):
                 "e.g. SQLAlchemyAdapter(url, table='nbqueue_tasks'), or move that table "
                 "away. It has been left as it is."
             )
-        columns = {column["name"]: column for column in inspector.get_columns(name)}
-        missing = [c for c in base.COLUMNS if c not in columns]
+        self._check_columns(inspector, self._tasks)
+        # A database made before these tables existed gets them now (same schema version).
+        for table in (self._schema.executors, self._schema.hosts):
+            if inspector.has_table(table.name):
+                self._check_columns(inspector, table)
+            else:
+                table.create(conn)
+                log.info("nbqueue: created table %s", table.name)
+
+    def _check_columns(self, inspector: sa.Inspector, table: sa.Table) -> None:
+        """Raise SchemaMismatchError when the stored ``table`` lacks one of our columns or
+        has one we could not insert rows without."""
+        columns = {column["name"]: column for column in inspector.get_columns(table.name)}
+        ours = table.c.keys()
+        missing = [c for c in ours if c not in columns]
         blocking = sorted(
             c
             for c, column in columns.items()
-            if c not in base.COLUMNS and not column["nullable"] and column.get("default") is None
+            if c not in ours and not column["nullable"] and column.get("default") is None
         )
         if missing or blocking:
             problems = []
@@ -428,11 +532,16 @@ class SQLAlchemyAdapter(base.DatabaseAdapter):
             if blocking:
                 problems.append(f"extra NOT NULL column(s) without a default {blocking}")
             raise base.SchemaMismatchError(
-                f"table {name!r} in {self._where()} does not match nbqueue schema version "
-                f"{base.SCHEMA_VERSION}: {'; '.join(problems)}. It has been left as it is."
+                f"table {table.name!r} in {self._where()} does not match nbqueue schema "
+                f"version {base.SCHEMA_VERSION}: {'; '.join(problems)}. It has been left as "
+                "it is."
             )
 
     def _close(self) -> None:
+        with self._listeners_lock:
+            listeners = list(self._listeners)
+        for listener in listeners:
+            listener.stop()
         if self._owns_engine:
             self._engine.dispose()
 
@@ -519,6 +628,86 @@ class SQLAlchemyAdapter(base.DatabaseAdapter):
             ],
         )
 
+    # -- executors, hosts ------------------------------------------------------------------
+    def _save_executor(self, task_type: str, digest: str, blob: bytes, now: dt.datetime) -> None:
+        values = {"type": task_type, "digest": digest, "payload": blob, "created_at": now}
+        self._run(
+            f"save the executor for type {task_type!r}",
+            lambda conn: conn.execute(self._queries.upsert_executor(self._dialect), values),
+        )
+
+    def _load_executor(self, task_type: str, digest: str | None) -> tuple[str, bytes] | None:
+        def work(conn: Connection) -> tuple[str, bytes] | None:
+            row = conn.execute(self._queries.select_executor(task_type, digest)).first()
+            return None if row is None else (row.digest, bytes(row.payload))
+
+        return self._run(f"load the executor for type {task_type!r}", work, write=False)
+
+    def _host_heartbeat(self, row: Row) -> None:
+        self._run(
+            f"record a heartbeat of host {row['name']!r}",
+            lambda conn: conn.execute(self._queries.upsert_host(self._dialect), row),
+        )
+
+    def _load_hosts(self) -> list[Row]:
+        return self._run(
+            "load hosts", lambda conn: _rows(conn.execute(self._queries.select_hosts())),
+            write=False,
+        )  # fmt: skip
+
+    def _remove_host(self, name: str) -> None:
+        self._run(
+            f"remove host {name!r}", lambda conn: conn.execute(self._queries.delete_host(name))
+        )
+
+    # -- wake-ups ---------------------------------------------------------------------------
+    @property
+    def notifies_other_processes(self) -> bool:
+        """True on PostgreSQL through psycopg 3.2 or later (LISTEN/NOTIFY)."""
+        return self._dialect == "postgresql" and _psycopg_can_listen(self._engine)
+
+    def _notify(self) -> None:
+        if self._dialect != "postgresql":
+            return  # SQLite: no wake-ups across processes; listeners poll
+        notify = sa.select(sa.func.pg_notify(sa.literal(self.channel), sa.literal("")))
+        self._run("notify listeners", lambda conn: conn.execute(notify), write=False)
+
+    def _listen(self, callback: Callable[[], None]) -> Callable[[], None]:
+        if not self.notifies_other_processes:
+            if self._dialect == "postgresql":
+                log.info(
+                    "nbqueue: wake-ups need psycopg 3.2 or later (postgresql+psycopg://); "
+                    "listeners on %s poll instead", self._where(),
+                )  # fmt: skip
+            return _nothing
+        listener = _Listener(self._listen_connection, self.channel, callback, self._where())
+        with self._listeners_lock:
+            self._listeners.add(listener)
+
+        def stop() -> None:
+            listener.stop()
+            with self._listeners_lock:
+                self._listeners.discard(listener)
+
+        listener.start()
+        listener.ready.wait(LISTEN_READY_SECONDS)
+        return stop
+
+    def _listen_connection(self) -> Any:
+        """A psycopg connection of the listener's own, in autocommit mode: made by the
+        engine (so its connect arguments and events apply), then taken out of its pool."""
+        pooled = self._engine.raw_connection()
+        try:
+            conn = pooled.driver_connection
+            assert conn is not None
+            pooled.detach()
+            conn.rollback()
+            conn.autocommit = True
+        except BaseException:
+            pooled.close()
+            raise
+        return conn
+
     def _update_returning(
         self,
         conn: Connection,
@@ -540,6 +729,102 @@ class SQLAlchemyAdapter(base.DatabaseAdapter):
         for chunk in _chunks([row["uid"] for row in rows]):
             conn.execute(sa.update(tasks).where(tasks.c.uid.in_(chunk)).values(values))
         return [row | {k: v for k, v in values.items() if k in row} for row in rows]
+
+
+# -- LISTEN -------------------------------------------------------------------------------
+class _Listener:
+    """A daemon thread that LISTENs on ``channel`` over its own connection and calls
+    ``callback`` for each notification. A dropped connection is re-made with back-off, then
+    ``callback`` is called once (notifications sent meanwhile are lost)."""
+
+    def __init__(
+        self, connect: Callable[[], Any], channel: str, callback: Callable[[], None], where: str
+    ) -> None:
+        self._connect, self._channel, self._callback = connect, channel, callback
+        self._where = where
+        self._stopping = threading.Event()
+        #: Set once the first LISTEN has succeeded.
+        self.ready = threading.Event()
+        self._thread = threading.Thread(
+            target=self._loop, name=f"nbqueue-listen-{channel}", daemon=True
+        )
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop listening; returns within about LISTEN_POLL_SECONDS (idempotent)."""
+        self._stopping.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout=LISTEN_POLL_SECONDS + 5.0)
+
+    def _loop(self) -> None:
+        from psycopg import sql
+
+        statement = sql.SQL("LISTEN {}").format(sql.Identifier(self._channel))
+        backoff = LISTEN_BACKOFF_BASE_SECONDS
+        missed = False  # a wake-up may have been missed (a connection failed)
+        while not self._stopping.is_set():
+            conn: Any = None
+            try:
+                conn = self._connect()
+                conn.execute(statement)
+                self.ready.set()
+                if missed:
+                    log.info("nbqueue: listening on %s again", self._where)
+                    base.call_listener(self._callback)
+                backoff, missed = LISTEN_BACKOFF_BASE_SECONDS, False
+                self._receive(conn)
+            except Exception as exc:  # never let the thread die: polling would be all left
+                if self._stopping.is_set():
+                    break
+                missed = True
+                pause = backoff * random.uniform(0.5, 1.0)
+                log.warning(
+                    "nbqueue: listening for wake-ups on %s failed, reconnecting in %.2f s: %s",
+                    self._where, pause, _describe_any(exc),
+                )  # fmt: skip
+                self._stopping.wait(pause)
+                backoff = min(backoff * 2, LISTEN_BACKOFF_CAP_SECONDS)
+            finally:
+                if conn is not None:
+                    with contextlib.suppress(Exception):
+                        conn.close()
+
+    def _receive(self, conn: Any) -> None:
+        quiet_since = time.monotonic()
+        while not self._stopping.is_set():
+            for _ in conn.notifies(timeout=LISTEN_POLL_SECONDS):
+                quiet_since = time.monotonic()
+                base.call_listener(self._callback)
+                if self._stopping.is_set():
+                    return
+            if time.monotonic() - quiet_since >= LISTEN_PING_SECONDS:
+                conn.execute("SELECT 1")  # a dead connection fails here and is re-made
+                quiet_since = time.monotonic()
+
+
+def _nothing() -> None:
+    """The stop function of a listener that was never started."""
+
+
+def _psycopg_can_listen(engine: Engine) -> bool:
+    """psycopg 3.2+ (``Connection.notifies(timeout=...)``, so a listener can stop)."""
+    if engine.dialect.driver != "psycopg":
+        return False
+    try:
+        import psycopg
+    except ImportError:
+        return False
+    major, minor = (int(part) for part in psycopg.__version__.split(".")[:2])
+    return (major, minor) >= (3, 2)
+
+
+def _describe_any(exc: BaseException) -> str:
+    if isinstance(exc, sa_exc.DBAPIError):
+        return _describe(exc)
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"
 
 
 # -- helpers ------------------------------------------------------------------------------
