@@ -19,6 +19,7 @@ from nbqueue.errors import (
 )
 from nbqueue.executor import TaskExecutor
 from nbqueue.queue import ExecutorImportWarning, Queue
+from nbqueue.serialization import SignatureError, UnsignedPayloadWarning
 from nbqueue.task import ErrorRecord, Status, Task, TaskResult, TaskStatus, has_property
 
 __version__ = "0.1.0"
@@ -61,6 +62,7 @@ __all__ = [
     "QueueShutDownError",
     "SQLAlchemyAdapter",
     "SerializationError",
+    "SignatureError",
     "Status",
     "Task",
     "TaskCancelledError",
@@ -72,6 +74,7 @@ __all__ = [
     "TaskTimeoutError",
     "TaskValidationError",
     "UnknownTaskTypeError",
+    "UnsignedPayloadWarning",
     "WorkerCrashedError",
     "has_property",
 ]

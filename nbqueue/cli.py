@@ -417,6 +417,7 @@ def run_status(args: argparse.Namespace) -> int:
     assert adapter is not None
     try:
         stored = adapter.load()
+        hosts = adapter.load_hosts()
     finally:
         adapter.close()
     stored.sort(key=lambda row: row["created_at"])
@@ -426,7 +427,29 @@ def run_status(args: argparse.Namespace) -> int:
     print(f"{len(tasks)} task(s) in {args.db} table {args.table!r}: {counts or 'none'}")
     if tasks:
         print(format_table(frame.status_frame(tasks)))
+    print(f"\n{len(hosts)} worker host(s)")
+    if hosts:
+        print(hosts_table(hosts))
     return 0
+
+
+def hosts_table(hosts: list[dict[str, Any]]) -> str:
+    """Worker hosts: name, where, last heartbeat (seconds ago), running / capacity."""
+    import datetime as dt
+
+    import pandas
+
+    now = dt.datetime.now(dt.timezone.utc)
+    table = pandas.DataFrame(
+        {
+            "name": [h["name"] for h in hosts],
+            "hostname": [h["hostname"] for h in hosts],
+            "pid": [h["pid"] for h in hosts],
+            "last heartbeat": [f"{(now - h['last_seen']).total_seconds():.0f}s ago" for h in hosts],
+            "running": [f"{h['running']}/{h['capacity']}" for h in hosts],
+        }
+    )
+    return table.to_string(index=False)
 
 
 def _import_models(tasks_dir: Path) -> Any:

@@ -17,10 +17,11 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
 
+from nbqueue import config
 from nbqueue.queue import Queue
 from nbqueue.task import Task
 
-#: The periodic pass of a host: sync with the database, look for newly ready tasks.
+#: How often the main thread checks for a drain request.
 TICK_SECONDS = 1.0
 
 
@@ -85,7 +86,8 @@ def serve(
             file=out,
             flush=True,
         )
-        queue.run_automatically(TICK_SECONDS)
+        # the periodic pass polls for ready tasks; PostgreSQL notifications come sooner
+        queue.run_automatically(config.sync_seconds())
         while not signals.drain.wait(TICK_SECONDS):
             pass
         print(f"{name}: draining (Ctrl-C again to stop at once)", file=out, flush=True)

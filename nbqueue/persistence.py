@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
+import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -33,6 +35,9 @@ WRITE_RETRY_SECONDS = 1.0
 
 ClaimAnswer = Callable[[list["Row"], list[str], int], None]
 SyncAnswer = Callable[[list["Row"]], None]
+#: (type, digest, payload or None, refusal message or None) of executors found in the database
+Shipped = tuple[str, str, "bytes | None", "str | None"]
+ShippedAnswer = Callable[[list[Shipped]], None]
 
 
 class Persistence:
@@ -48,6 +53,9 @@ class Persistence:
         running: Callable[[], list[str]],
         on_claimed: ClaimAnswer,
         on_synced: SyncAnswer,
+        capacity: int,
+        known_executors: Callable[[], dict[str, str]],
+        on_executors: ShippedAnswer,
     ) -> None:
         self.adapter = adapter
         self.owner = owner
@@ -56,6 +64,12 @@ class Persistence:
         self._running = running
         self._on_claimed = on_claimed
         self._on_synced = on_synced
+        self._capacity = capacity  # task slots of this controller's workers (0: a client)
+        self._known_executors = known_executors
+        self._on_executors = on_executors
+        self._executors: list[tuple[str, str, bytes]] = []  # to store
+        self._new_tasks = False  # a batch with new tasks: wake the other hosts
+        self._stop_listening: Callable[[], None] | None = None
         self._cond = threading.Condition()
         self._rows: dict[str, Row] = {}
         self._urgent = False  # something other than progress is waiting to be written
@@ -74,7 +88,23 @@ class Persistence:
         self._thread = threading.Thread(target=self._run, name="nbqueue-db", daemon=True)
 
     def start(self) -> None:
+        if self._capacity > 0 and self.adapter.notifies_other_processes:
+            # new tasks wake this host at once; the poll stays as a fallback
+            self._stop_listening = self.adapter.listen(self.wake)
         self._thread.start()
+
+    def wake(self) -> None:
+        """Look for new tasks now (a notification from another controller)."""
+        with self._cond:
+            self._next_sync = 0.0
+            self._cond.notify()
+
+    def save_executor(self, task_type: str, digest: str, payload: bytes) -> None:
+        """Store a notebook-defined executor so worker hosts can run its tasks."""
+        with self._cond:
+            self._executors.append((task_type, digest, payload))
+            self._urgent = True
+            self._cond.notify()
 
     def synced_until(self, moment: dt.datetime) -> None:
         """Changes up to ``moment`` are known (read at start-up)."""
@@ -85,6 +115,8 @@ class Persistence:
         """Events listener: record the row each change needs."""
         if task is None or self.suspended or kind == "dispatched":
             return  # (a claim already marked the row running)
+        if kind == "added":
+            self._new_tasks = True
         from nbqueue import rows
 
         if kind == "removed":
@@ -120,8 +152,15 @@ class Persistence:
         with self._cond:
             self._stopping = True
             self._cond.notify()
+        if self._stop_listening is not None:
+            self._stop_listening()
         if self._thread.is_alive():
             self._thread.join(timeout)
+        if self._capacity > 0:
+            try:
+                self.adapter.remove_host(self.owner)
+            except Exception:
+                log.warning("nbqueue: could not remove host %s from the database", self.owner)
         self.adapter.close()
 
     # -- the thread ------------------------------------------------------------------------
@@ -149,6 +188,7 @@ class Persistence:
         return (
             writes
             or bool(self._deleted)
+            or bool(self._executors)
             or bool(self._claim_uids)
             or self._claim_limit > 0
             or now >= self._next_sync
@@ -169,7 +209,12 @@ class Persistence:
             uids, self._claim_uids = self._claim_uids, []
             limit, self._claim_limit = self._claim_limit, 0
             types = self._claim_types
+            executors, self._executors = self._executors, []
+            new_tasks, self._new_tasks = self._new_tasks, False
         try:
+            for task_type, digest, payload in executors:
+                self.adapter.save_executor(task_type, digest, payload)
+            executors = []
             if batch:
                 self.adapter.save(list(batch.values()))
                 self._last_write = time.monotonic()
@@ -186,7 +231,11 @@ class Persistence:
                 self._urgent = True
                 self._claim_uids[:0] = uids
                 self._claim_limit += limit
+                self._executors[:0] = executors
+                self._new_tasks = self._new_tasks or new_tasks
             raise
+        if new_tasks:
+            self.adapter.notify()
         if final:
             return
         self._claim(uids, limit, types)
@@ -196,6 +245,11 @@ class Persistence:
             running = self._running()
             if running:
                 self.adapter.heartbeat(self.owner, running, self.lease_seconds)
+            if self._capacity > 0:
+                self.adapter.host_heartbeat(
+                    self.owner, hostname=socket.gethostname(), pid=os.getpid(),
+                    running=len(running), capacity=self._capacity,
+                )  # fmt: skip
         if now >= self._next_sync:
             self._next_sync = now + self._sync_seconds
             self._sync()
@@ -215,6 +269,8 @@ class Persistence:
             self._runtime.call_soon(self._on_claimed, claimed, won, len(uids) + limit)
 
     def _sync(self) -> None:
+        if self._capacity > 0:
+            self._load_executors()
         self.adapter.requeue_expired()
         started = dt.datetime.now(dt.timezone.utc)
         since = self._since or dt.datetime.fromtimestamp(0, dt.timezone.utc)
@@ -226,3 +282,22 @@ class Persistence:
         ]
         self._since = started - dt.timedelta(seconds=SYNC_OVERLAP_SECONDS)
         self._runtime.call_soon(self._on_synced, changed)
+
+    def _load_executors(self) -> None:
+        """Executors registered in a notebook somewhere, new or changed since last time."""
+        from nbqueue.serialization import SignatureError
+
+        known = self._known_executors()
+        found: list[Shipped] = []
+        for task_type, digest in self.adapter.executor_digests().items():
+            if known.get(task_type) in (digest, "file"):
+                continue
+            try:
+                loaded = self.adapter.load_executor(task_type, digest)
+            except SignatureError as exc:
+                found.append((task_type, digest, None, str(exc)))
+                continue
+            if loaded is not None:
+                found.append((task_type, digest, loaded[1], None))
+        if found:
+            self._runtime.call_soon(self._on_executors, found)

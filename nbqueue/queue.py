@@ -7,6 +7,7 @@ import atexit
 import collections
 import concurrent.futures
 import datetime as dt
+import logging
 import os
 import socket
 import time
@@ -24,12 +25,13 @@ from nbqueue.errors import (
     ConfigurationError,
     NbqueueError,
     QueueShutDownError,
+    SerializationError,
     TaskCancelledError,
     TaskTimeoutError,
 )
 from nbqueue.events import EventKind, Events
 from nbqueue.persistence import Persistence
-from nbqueue.registry import Registry
+from nbqueue.registry import ExecutorSpec, Registry
 from nbqueue.runtime import Runtime
 from nbqueue.scheduler import ReadyHeap, TimedHeap, stamp
 from nbqueue.task import ErrorRecord, Status, Task, TaskStatus
@@ -40,6 +42,7 @@ if TYPE_CHECKING:
     from nbqueue.store import DatabaseAdapter, Row
 
 F = TypeVar("F")
+log = logging.getLogger("nbqueue")
 
 
 class ExecutorImportWarning(UserWarning):
@@ -267,7 +270,7 @@ class Queue:
             self._registry.register(executor, type)
         else:
             with lock:
-                self._registry.register(executor, type)
+                self._store_executor(self._registry.register(executor, type))
         return executor
 
     @property
@@ -675,6 +678,7 @@ class Queue:
         """Open (or create) the table, take over every stored task, start the writer."""
         from nbqueue import persistence
 
+        serialization.warn_if_unsigned(adapter.url)
         adapter.open()
         loaded_at = dt.datetime.now(dt.timezone.utc)
         stored = adapter.load()
@@ -686,6 +690,9 @@ class Queue:
             running=self._running_uids,
             on_claimed=self._on_claimed,
             on_synced=self._on_synced,
+            capacity=self._backend.capacity(),
+            known_executors=self._known_executors,
+            on_executors=self._on_executors,
         )
         self._persistence.synced_until(
             loaded_at - dt.timedelta(seconds=persistence.SYNC_OVERLAP_SECONDS)
@@ -695,7 +702,35 @@ class Queue:
             for row in stored:
                 self._adopt(row)
         self.events.subscribe(self._persistence.observe)
+        for spec in self._registry.specs():
+            self._store_executor(spec)
         self._persistence.start()
+
+    def _store_executor(self, spec: ExecutorSpec) -> None:
+        """With a database, a notebook-defined executor goes there too, for worker hosts."""
+        if self._persistence is not None and spec.payload is not None and not spec.refused:
+            self._persistence.save_executor(spec.type, spec.ref[1], spec.payload)
+
+    def _known_executors(self) -> dict[str, str]:
+        assert self._runtime is not None
+        with self._runtime.lock:
+            known = dict.fromkeys(self._registry.types, "file")
+            known.update(self._registry.digests())
+            return known
+
+    def _on_executors(self, found: list[tuple[str, str, bytes | None, str | None]]) -> None:
+        """Executors registered in a notebook elsewhere, read from the database."""
+        assert self._runtime is not None
+        with self._runtime.lock:
+            for task_type, digest, payload, refusal in found:
+                try:
+                    if payload is None:
+                        raise SerializationError(refusal)
+                    self._registry.add_shipped(task_type, digest, payload)
+                except NbqueueError as exc:
+                    log.error("nbqueue: executor %r from the database refused: %s", task_type, exc)
+                    self._registry.refuse(task_type, digest, str(exc))
+            self._request_claims()
 
     def _running_uids(self) -> list[str]:
         assert self._runtime is not None
@@ -708,7 +743,10 @@ class Queue:
 
         assert self._persistence is not None
         task, corrupt = rows.task_or_placeholder(row)
-        if corrupt is not None:  # fail it in the database too, so nobody claims it
+        if isinstance(corrupt and corrupt.__cause__, serialization.SignatureError):
+            # this controller's NBQUEUE_SECRET may be wrong: fail it here only
+            warnings.warn(str(corrupt), serialization.UnsignedPayloadWarning, stacklevel=2)
+        elif corrupt is not None:  # fail it in the database too, so nobody claims it
             self._persistence.write(rows.task_state_row(task))
         task._queue = self
         self._tasks[task.uid] = task
@@ -771,9 +809,16 @@ class Queue:
             task = self._claimed.popleft()
             if self._running.get(task.uid) is not task:
                 continue  # cancelled or removed meanwhile
+            try:
+                spec = self._registry.get(task.type)
+            except NbqueueError as exc:  # an executor refused: fail it so nobody runs it
+                record = ErrorRecord.from_exception(exc)
+                task.errors.append(record)
+                self._finish(task, Status.FAILED, exc)
+                continue
             stamp(task)
             task.progress, task.worker = 0.0, None
-            batch.append((task, self._registry.get(task.type)))
+            batch.append((task, spec))
             self._emit("dispatched", task)
             free -= 1
         if batch:

@@ -32,6 +32,9 @@ class ExecutorSpec:
     payload: bytes | None = None  # cloudpickled executor, for registered ones
     error: str | None = None  # import traceback, for files that failed
     source: Any = None  # the registered object, or the executor class from a file
+    #: From a shared database and refused (a bad signature): its tasks are claimed and
+    #: failed with ``error``, so that no host runs them.
+    refused: bool = False
 
 
 def module_name(path: Path) -> str:
@@ -137,6 +140,29 @@ class Registry:
         self._specs[task_type] = spec
         return spec
 
+    def add_shipped(self, task_type: str, digest: str, payload: bytes) -> ExecutorSpec:
+        """Register an executor another controller stored in the shared database (its
+        payload already verified); a type with a task file here keeps the file."""
+        current = self._specs.get(task_type)
+        if current is not None and current.ref[0] == "file" and current.error is None:
+            return current
+        obj = serialization.loads(payload, f"executor {task_type!r} from the database")
+        spec = ExecutorSpec(
+            task_type, ("pickle", digest), as_executor(obj, task_type), payload, source=obj
+        )
+        self._specs[task_type] = spec
+        return spec
+
+    def refuse(self, task_type: str, digest: str, reason: str) -> ExecutorSpec:
+        """Record that the database's executor for this type was refused."""
+        spec = ExecutorSpec(task_type, ("pickle", digest), error=reason, refused=True)
+        self._specs[task_type] = spec
+        return spec
+
+    def digests(self) -> dict[str, str]:
+        """The content hash of every registered (pickled) executor, by type."""
+        return {t: s.ref[1] for t, s in self._specs.items() if s.ref[0] == "pickle"}
+
     def get(self, task_type: str) -> ExecutorSpec:
         """The spec of a usable type; raises UnknownTaskTypeError or ExecutorImportError."""
         spec = self._specs.get(task_type)
@@ -146,6 +172,10 @@ class Registry:
                 f"unknown task type {task_type!r}; known types: {known}. Add a file "
                 f"{task_type}.py to the task directory or call queue.register(fn, "
                 f"type={task_type!r})"
+            )
+        if spec.refused:
+            raise ExecutorImportError(
+                f"task type {task_type!r}: its executor in the database was refused: {spec.error}"
             )
         if spec.error is not None:
             raise ExecutorImportError(

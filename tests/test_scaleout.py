@@ -129,3 +129,98 @@ def test_a_killed_host_s_task_is_finished_by_another(
         assert long.worker is not None and long.worker.startswith("rescuer")
         assert long.status is Status.COMPLETED
     assert runs(marker_dir)[long.uid] == 2  # once on the dead host, once to completion
+
+
+def test_a_task_added_to_an_idle_host_starts_without_a_poll(
+    postgres_url: str, shared_tasks: Path, marker_dir: Path, tmp_path: Path, hosts: list[Host]
+) -> None:
+    # the host polls once an hour: only a notification can wake it
+    host = Host(
+        postgres_url, shared_tasks, "idle", tmp_path / "idle.log", NBQUEUE_POLL_SECONDS="3600"
+    )
+    hosts.append(host)
+    poll(host.ready, timeout=60)
+    with Queue(shared_tasks, db=postgres_url, max_workers=0) as client:
+        t = Task("wake", "record", data={"i": 1})
+        client.add(t)
+        assert t.wait(60) == {"processed": True, "value": 1}
+        assert t.worker is not None and t.worker.startswith("idle")
+
+
+def test_a_closure_travels_through_the_database_to_a_host(
+    postgres_url: str,
+    task_dir: Path,
+    tmp_path: Path,
+    hosts: list[Host],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("NBQUEUE_SECRET", "s3cret")
+    factor = 7
+
+    def times(task: Task[int]) -> int:
+        return task.data * factor  # type: ignore[operator]
+
+    with Queue(db=postgres_url, max_workers=0) as client:
+        client.register(times)
+        hosts.append(Host(postgres_url, task_dir, "h", tmp_path / "h.log", NBQUEUE_SECRET="s3cret"))
+        tasks = [Task(f"t{i}", "times", data=i) for i in range(5)]
+        for t in tasks:
+            client.add(t)
+        client.wait(120)
+        assert [t.result["value"] for t in tasks] == [i * 7 for i in range(5)]  # type: ignore[index]
+        assert all(t.worker and t.worker.startswith("h-") for t in tasks)
+    status = subprocess.run(
+        [sys.executable, "-m", "nbqueue.cli", "status", "--db", postgres_url],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert "1 worker host(s)" in status.stdout and " h " in status.stdout
+
+
+def test_a_tampered_executor_is_refused_and_the_host_keeps_running(
+    postgres_url: str,
+    task_dir: Path,
+    tmp_path: Path,
+    hosts: list[Host],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("NBQUEUE_SECRET", "s3cret")
+
+    def evil(task: Task[None]) -> str:
+        return "ran"
+
+    def good(task: Task[None]) -> str:
+        return "fine"
+
+    engine = sa.create_engine(postgres_url)
+    try:
+        with Queue(db=postgres_url, max_workers=0) as client:
+            client.register(evil)
+            client.register(good)
+            bad_task, good_task = Task("bad", "evil"), Task("ok", "good")
+            client.add(bad_task).add(good_task)
+
+            def stored() -> bool:
+                with engine.connect() as conn:
+                    return (
+                        conn.execute(sa.text("SELECT count(*) FROM tasks_executors")).scalar() == 2
+                    )
+
+            poll(stored)
+            with engine.begin() as conn:  # flip the last byte of the signed pickle
+                conn.execute(
+                    sa.text(
+                        "UPDATE tasks_executors SET payload = overlay(payload placing "
+                        "decode(lpad(to_hex(get_byte(payload, length(payload) - 1) # 1), 2, '0'), "
+                        "'hex') from length(payload)) WHERE type = 'evil'"
+                    )
+                )
+            hosts.append(
+                Host(postgres_url, task_dir, "h", tmp_path / "h.log", NBQUEUE_SECRET="s3cret")
+            )
+            assert good_task.wait(120) == {"processed": True, "value": "fine"}
+            with pytest.raises(Exception, match=r"mis-signed|refused"):
+                bad_task.wait(120)
+            assert bad_task.status is Status.FAILED
+        assert hosts[0].proc.poll() is None  # still serving
+    finally:
+        engine.dispose()

@@ -676,12 +676,14 @@ def test_executors_by_digest_and_newest(store: Store, adapter: DatabaseAdapter) 
     assert adapter.load_executor("fit", "d9") is None  # a digest of another type
     assert adapter.load_executor("plot") == ("d9", b"other type")
     assert adapter.load_executor("nothing") is None
+    assert adapter.executor_digests() == {"fit": "d2", "plot": "d9"}
     # Saving a pair again is idempotent, replaces its payload and makes it the newest.
     store.clock.advance(1)
     adapter.save_executor("fit", "d1", bytearray(b"again"))
     adapter.save_executor("fit", "d1", b"again")
     assert adapter.load_executor("fit") == ("d1", b"again")
     assert adapter.load_executor("fit", "d2") == ("d2", b"second")
+    assert adapter.executor_digests() == {"fit": "d1", "plot": "d9"}
     # Another adapter on the same storage sees them.
     assert store.new_adapter().load_executor("fit", "d1") == ("d1", b"again")
 

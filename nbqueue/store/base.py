@@ -279,6 +279,12 @@ class DatabaseAdapter(abc.ABC):
         what = f"the stored executor for type {task_type!r} (digest {found_digest})"
         return found_digest, serialization.verify_from_storage(blob, what)
 
+    def executor_digests(self) -> dict[str, str]:
+        """The digest of the newest stored executor of every type (what worker hosts load
+        to run tasks of types registered in a notebook)."""
+        self._ensure_open()
+        return self._executor_digests()
+
     # -- worker hosts ---------------------------------------------------------------------
     def host_heartbeat(
         self, name: str, *, hostname: str, pid: int, running: int, capacity: int
@@ -384,6 +390,13 @@ class DatabaseAdapter(abc.ABC):
                 return None
             _, _, newest, blob = max(mine)
             return newest, blob
+
+    def _executor_digests(self) -> dict[str, str]:
+        with self._local_lock:
+            ordered = sorted(
+                (at, seq, t, d) for (t, d), (_, at, seq) in self._local_executors.items()
+            )
+            return {t: d for _, _, t, d in ordered}
 
     def _host_heartbeat(self, row: Row) -> None:
         with self._local_lock:

@@ -308,6 +308,11 @@ class _Queries:
             return stmt.where(c.digest == digest)
         return stmt.order_by(c.created_at.desc(), c.digest.desc()).limit(1)
 
+    def select_executor_versions(self) -> sa.Select[Any]:
+        """Every stored executor's type and digest, oldest first."""
+        c = self.executors.c
+        return sa.select(c.type, c.digest).order_by(c.created_at, c.digest)
+
     def upsert_host(self, dialect: str) -> sa.Insert:
         """Insert, or refresh; ``started_at`` is kept unless another process (hostname or
         pid) has taken the name over."""
@@ -642,6 +647,13 @@ class SQLAlchemyAdapter(base.DatabaseAdapter):
             return None if row is None else (row.digest, bytes(row.payload))
 
         return self._run(f"load the executor for type {task_type!r}", work, write=False)
+
+    def _executor_digests(self) -> dict[str, str]:
+        def work(conn: Connection) -> dict[str, str]:
+            rows = conn.execute(self._queries.select_executor_versions())
+            return {row.type: row.digest for row in rows}  # the newest wins
+
+        return self._run("list the stored executors", work, write=False)
 
     def _host_heartbeat(self, row: Row) -> None:
         self._run(
