@@ -56,6 +56,7 @@ class Persistence:
         capacity: int,
         known_executors: Callable[[], dict[str, str]],
         on_executors: ShippedAnswer,
+        on_leases_lost: Callable[[list[str]], None],
     ) -> None:
         self.adapter = adapter
         self.owner = owner
@@ -67,6 +68,7 @@ class Persistence:
         self._capacity = capacity  # task slots of this controller's workers (0: a client)
         self._known_executors = known_executors
         self._on_executors = on_executors
+        self._on_leases_lost = on_leases_lost
         self._executors: list[tuple[str, str, bytes]] = []  # to store
         self._new_tasks = False  # a batch with new tasks: wake the other hosts
         self._stop_listening: Callable[[], None] | None = None
@@ -244,7 +246,10 @@ class Persistence:
             self._next_heartbeat = now + self.lease_seconds / 3
             running = self._running()
             if running:
-                self.adapter.heartbeat(self.owner, running, self.lease_seconds)
+                held = set(self.adapter.heartbeat(self.owner, running, self.lease_seconds))
+                lost = [uid for uid in running if uid not in held]
+                if lost:  # expired while this controller was stalled: someone else has them
+                    self._runtime.call_soon(self._on_leases_lost, lost)
             if self._capacity > 0:
                 self.adapter.host_heartbeat(
                     self.owner, hostname=socket.gethostname(), pid=os.getpid(),

@@ -693,6 +693,7 @@ class Queue:
             capacity=self._backend.capacity(),
             known_executors=self._known_executors,
             on_executors=self._on_executors,
+            on_leases_lost=self._on_leases_lost,
         )
         self._persistence.synced_until(
             loaded_at - dt.timedelta(seconds=persistence.SYNC_OVERLAP_SECONDS)
@@ -717,6 +718,23 @@ class Queue:
             known = dict.fromkeys(self._registry.types, "file")
             known.update(self._registry.digests())
             return known
+
+    def _on_leases_lost(self, uids: list[str]) -> None:
+        """Leases that expired under this controller (it was stalled or cut off): those
+        tasks may already run elsewhere, so stop them here and write nothing more of them."""
+        assert self._runtime is not None and self._persistence is not None
+        with self._runtime.lock:
+            for uid in uids:
+                task = self._running.pop(uid, None)
+                if task is None:
+                    continue
+                log.warning("nbqueue: lost the lease on task %s (%s); stopping it", task.name, uid)
+                if task in self._claimed:
+                    self._claimed.remove(task)
+                else:
+                    self._backend.abort(uid)
+                self._cancelling.pop(uid, None)
+            self._runtime.notify()
 
     def _on_executors(self, found: list[tuple[str, str, bytes | None, str | None]]) -> None:
         """Executors registered in a notebook elsewhere, read from the database."""

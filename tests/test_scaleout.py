@@ -224,3 +224,28 @@ def test_a_tampered_executor_is_refused_and_the_host_keeps_running(
         assert hosts[0].proc.poll() is None  # still serving
     finally:
         engine.dispose()
+
+
+def test_a_stalled_host_that_lost_its_lease_stops_and_writes_nothing(
+    postgres_url: str, shared_tasks: Path, marker_dir: Path, tmp_path: Path, hosts: list[Host]
+) -> None:
+    stalled = Host(postgres_url, shared_tasks, "stalled", tmp_path / "stalled.log")
+    hosts.append(stalled)
+    with Queue(shared_tasks, db=postgres_url, max_workers=0) as client:
+        long = Task("long", "record", data={"i": 3, "hold": True}, max_retries=0)
+        client.add(long)
+        poll(lambda: (marker_dir / "held").exists(), timeout=60)
+        os.killpg(stalled.proc.pid, signal.SIGSTOP)  # the whole host freezes past its lease
+        try:
+            rescuer = Host(postgres_url, shared_tasks, "rescuer", tmp_path / "rescuer.log")
+            hosts.append(rescuer)
+            assert long.wait(120) == {"processed": True, "value": 3}
+        finally:
+            os.killpg(stalled.proc.pid, signal.SIGCONT)
+        poll(lambda: "lost the lease" in stalled.log.read_text(), timeout=60)
+    engine = sa.create_engine(postgres_url)
+    with engine.connect() as conn:
+        row = conn.execute(sa.text("SELECT status, worker FROM tasks")).one()
+    engine.dispose()
+    assert row[0] == "completed" and row[1].startswith("rescuer")
+    assert stalled.stop() == 0
