@@ -97,9 +97,8 @@ def overall(counts: dict[str, int]) -> tuple[int, int, float]:
 
 
 def queue_state(queue: Queue) -> str:
-    """ "running", "not started" or "shut down" (as the queue's repr says)."""
-    # The repr starts with the state: "<nbqueue.Queue running, 3 tasks: ...>".
-    return repr(queue).removeprefix("<nbqueue.Queue ").split(",")[0]
+    """ "running", "not started" or "shut down"."""
+    return queue.state
 
 
 # -- Task and Queue ----------------------------------------------------------------------

@@ -55,4 +55,5 @@ def status_frame(tasks: list[Task[Any]]) -> pandas.DataFrame:
     for column in ("created_at", "started_at", "finished_at"):
         frame[column] = pandas.to_datetime(frame[column], utc=True)
     frame["duration"] = frame["duration"].astype("float64")
+    frame.attrs["nbqueue"] = "status"  # how the notebook extension recognises it
     return frame

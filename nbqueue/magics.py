@@ -223,7 +223,7 @@ def _task_bundle(task: Task[Any]) -> dict[str, Any] | None:
 def _frame_html(df: Any) -> str | None:
     """A status frame (exactly the columns of ``queue.status_frame()``) as the coloured
     status table; any other DataFrame as pandas shows it."""
-    if list(df.columns) == frame.COLUMNS:
+    if df.attrs.get("nbqueue") == "status" and set(df.columns) <= set(frame.COLUMNS):
         return display.status_table_html(df)
     return df._repr_html_()  # type: ignore[no-any-return]
 

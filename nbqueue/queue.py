@@ -422,9 +422,14 @@ class Queue:
 
         return display.dashboard(self)
 
+    @property
+    def state(self) -> str:
+        """``"not started"``, ``"running"`` or ``"shut down"``."""
+        return "shut down" if self._closed else ("running" if self._runtime else "not started")
+
     def __repr__(self) -> str:
         counts = ", ".join(f"{k}={v}" for k, v in self.counts().items() if v)
-        state = "shut down" if self._closed else ("running" if self._runtime else "not started")
+        state = self.state
         return f"<nbqueue.Queue {state}, {len(self._tasks)} tasks{': ' + counts if counts else ''}>"
 
     def _repr_html_(self) -> str:

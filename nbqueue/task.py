@@ -288,6 +288,17 @@ class Task(Generic[DataT]):
 
         return display.task_html(self)
 
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> Any:
+        """In a notebook kernel with ipywidgets, a live progress bar."""
+        from nbqueue import display
+
+        return display.task_mimebundle(self, include, exclude)
+
+    @property
+    def queue(self) -> Queue | None:
+        """The queue this task was added to, if any."""
+        return self._queue
+
     # -- results ---------------------------------------------------------------------------
     @property
     def result(self) -> TaskResult[Any] | None:

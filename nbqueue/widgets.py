@@ -239,7 +239,7 @@ class TaskProgress(_View):
             self._info.value = '<span style="color:#757575">task is gone</span>'
             self._stop()
             return False
-        queue = task._queue  # the task's queue, if it has been added to one
+        queue = task.queue
         if queue is not None and self._unsubscribe is None and not self._throttle.closed:
             self._queue_ref = weakref.ref(queue)
             self._subscribe(queue)

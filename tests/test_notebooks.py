@@ -428,9 +428,11 @@ def test_magics(kernel: Kernel, tmp_path: Path) -> None:
     assert "cancel UID" in pager and "wait [TIMEOUT]" in pager and "dashboard" in pager
     assert "cancel UID" in kernel.ok("%nbqueue help")
 
-    # Status frames show as the status table; other DataFrames as pandas shows them.
+    # Status frames (or a choice of their columns) show as the status table; other
+    # DataFrames as pandas shows them.
     assert "nbqueue-status" in html_of(kernel.run("queue.status_frame()"))
-    other_frame = html_of(kernel.run("queue.status_frame()[['name', 'status']]"))
+    assert "nbqueue-status" in html_of(kernel.run("queue.status_frame()[['name', 'status']]"))
+    other_frame = html_of(kernel.run("import pandas; pandas.DataFrame({'name': ['x']})"))
     assert 'class="dataframe"' in other_frame and "nbqueue-status" not in other_frame
 
     kernel.ok("%unload_ext nbqueue")
