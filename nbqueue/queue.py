@@ -43,6 +43,9 @@ if TYPE_CHECKING:
 
 F = TypeVar("F")
 log = logging.getLogger("nbqueue")
+#: With a database, claim this many times the workers' capacity ahead, so that freed slots
+#: are refilled without a database round trip and claims come in large batches.
+RESERVE_FACTOR = 4
 
 
 class ExecutorImportWarning(UserWarning):
@@ -789,7 +792,7 @@ class Queue:
         if self._closed or self._persistence is None:
             return
         self._send_claimed()
-        reserve = self._backend.free_slots() + self._backend.capacity()
+        reserve = self._backend.free_slots() + RESERVE_FACTOR * self._backend.capacity()
         free = reserve - len(self._claimed) - self._claiming
         if free <= 0:
             return
