@@ -10,13 +10,14 @@ again later, so nothing is lost.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from nbqueue import config
@@ -82,11 +83,11 @@ class Persistence:
         self._stopping = False
         self._since: dt.datetime | None = None
         self._last_write = 0.0
-        self._written: dict[str, float] = {}  # uid -> when this controller last wrote it
+        self._written: dict[str, dt.datetime] = {}  # uid -> updated_at of our last write
         self._next_sync = 0.0
         self._next_heartbeat = 0.0
         self._sync_seconds = config.sync_seconds()
-        self.suspended = False  # set while the controller applies rows read from the database
+        self._quiet = 0  # >0 while the controller applies rows read from the database
         self._thread = threading.Thread(target=self._run, name="nbqueue-db", daemon=True)
 
     def start(self) -> None:
@@ -108,6 +109,15 @@ class Persistence:
             self._urgent = True
             self._cond.notify()
 
+    @contextlib.contextmanager
+    def quiet(self) -> Iterator[None]:
+        """Changes made inside come from the database: do not write them back (nests)."""
+        self._quiet += 1
+        try:
+            yield
+        finally:
+            self._quiet -= 1
+
     def synced_until(self, moment: dt.datetime) -> None:
         """Changes up to ``moment`` are known (read at start-up)."""
         self._since = moment
@@ -115,7 +125,7 @@ class Persistence:
     # -- called by the controller (its lock held) -----------------------------------------
     def observe(self, kind: str, task: Task[Any] | None) -> None:
         """Events listener: record the row each change needs."""
-        if task is None or self.suspended or kind == "dispatched":
+        if task is None or self._quiet or kind == "dispatched":
             return  # (a claim already marked the row running)
         if kind == "added":
             self._new_tasks = True
@@ -218,9 +228,8 @@ class Persistence:
                 self.adapter.save_executor(task_type, digest, payload)
             executors = []
             if batch:
-                self.adapter.save(list(batch.values()))
+                written = self.adapter.save(list(batch.values()))
                 self._last_write = time.monotonic()
-                written = time.time()
                 for uid in batch:
                     self._written[uid] = written
             if deleted:
@@ -279,11 +288,11 @@ class Persistence:
         self.adapter.requeue_expired()
         started = dt.datetime.now(dt.timezone.utc)
         since = self._since or dt.datetime.fromtimestamp(0, dt.timezone.utc)
-        # what this controller wrote itself comes back too: skip it
+        # what this controller wrote itself comes back too: skip exactly that version
         changed = [
             row
             for row in self.adapter.load_changed(since)
-            if row["updated_at"].timestamp() > self._written.get(row["uid"], 0.0)
+            if row["updated_at"] != self._written.get(row["uid"])
         ]
         self._since = started - dt.timedelta(seconds=SYNC_OVERLAP_SECONDS)
         self._runtime.call_soon(self._on_synced, changed)

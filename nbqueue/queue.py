@@ -121,6 +121,7 @@ class Queue:
         self._claimed: collections.deque[Task[Any]] = collections.deque()  # ours, not yet sent
         self._wanted: list[str] = []  # uids run_tasks() asked for, claimed as slots free up
         self._drain = False  # run_tasks(): claim until nothing ready is left
+        self._starved = False  # the last claim found nothing more: wait for news first
         #: This controller's name in the database (leases, claims).
         if name is not None and (not isinstance(name, str) or not name):
             raise ConfigurationError(f"name must be a non-empty string, got {name!r}")
@@ -307,6 +308,7 @@ class Queue:
             self._emit("added", task)
             if self._persistence is None:
                 self._enqueue(task, time.time())
+            self._starved = False
             self._dispatch()
         return self
 
@@ -363,7 +365,7 @@ class Queue:
     def _unclaim(self, task: Task[Any]) -> bool:
         """Take a task that was claimed from the database but not yet sent to a worker out
         of the reserve; True when it was there."""
-        if task.status is not Status.RUNNING or task not in self._claimed:
+        if task not in self._claimed:
             return False
         self._claimed.remove(task)
         self._running.pop(task.uid, None)
@@ -778,11 +780,8 @@ class Queue:
         self._tasks[task.uid] = task
         if not task.status.finished:
             self._active += 1
-        self._persistence.suspended = True
-        try:
+        with self._persistence.quiet():
             self._emit("added", task)
-        finally:
-            self._persistence.suspended = False
         return task
 
     def _request_claims(self) -> None:
@@ -801,7 +800,7 @@ class Queue:
             task = self._tasks.get(self._wanted.pop(0))
             if task is not None and task.status in (Status.PENDING, Status.RETRYING):
                 uids.append(task.uid)
-        limit = free - len(uids) if self._processing() else 0
+        limit = free - len(uids) if self._processing() and not self._starved else 0
         if not uids and limit <= 0:
             return
         self._claiming += len(uids) + limit
@@ -819,11 +818,12 @@ class Queue:
                     task = self._adopt(row)
                 tasks.append(task)
             if len(claimed) + len(won) < asked:
-                self._drain = False  # nothing more is ready
+                # nothing more is ready: ask again after the next sync, an add() or a
+                # notification, not in a loop
+                self._drain, self._starved = False, True
             for task in tasks:
                 if task is not None and not task.status.finished and task._queue is self:
-                    task.status = Status.RUNNING  # claimed: running here as far as others see
-                    self._running[task.uid] = task
+                    self._running[task.uid] = task  # ours (leased); pending until it is sent
                     self._claimed.append(task)
             self._request_claims()
             self._runtime.notify()
@@ -843,7 +843,7 @@ class Queue:
                 self._finish(task, Status.FAILED, exc)
                 continue
             stamp(task)
-            task.progress, task.worker = 0.0, None
+            task.status, task.progress, task.worker = Status.RUNNING, 0.0, None
             batch.append((task, spec))
             self._emit("dispatched", task)
             free -= 1
@@ -856,8 +856,7 @@ class Queue:
 
         assert self._runtime is not None and self._persistence is not None
         with self._runtime.lock:
-            self._persistence.suspended = True
-            try:
+            with self._persistence.quiet():
                 for row in changed:
                     uid = row["uid"]
                     task = self._tasks.get(uid)
@@ -875,8 +874,7 @@ class Queue:
                         self._emit("finished", task)
                     else:
                         self._emit("progress", task)
-            finally:
-                self._persistence.suspended = False
+            self._starved = False
             self._request_claims()
             self._runtime.notify()
 

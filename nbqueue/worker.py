@@ -245,8 +245,11 @@ def _watch_parent(parent: int) -> None:
 
 def main(conn: Connection, tasks_per_worker: int, db_url: str | None, parent: int) -> None:
     """Entry point of a worker process."""
-    # Jupyter interrupts the kernel's whole process group; a worker keeps running its tasks.
+    # Jupyter interrupts (SIGINT) and restarts (SIGTERM) the kernel's whole process group,
+    # and systemd stops a service's whole cgroup: a worker leaves that to its controller,
+    # which drains or stops it, and exits by itself if the controller is gone.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if os.getppid() != parent:
         os._exit(0)
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()

@@ -162,10 +162,11 @@ class DatabaseAdapter(abc.ABC):
         if not self._opened:
             self.open()
 
-    def save(self, rows: Iterable[Mapping[str, Any]]) -> None:
+    def save(self, rows: Iterable[Mapping[str, Any]]) -> dt.datetime:
         """Write a batch of rows in one transaction. A row with every REQUIRED column is
         inserted or replaces the stored columns it names; a row with fewer columns updates
-        an existing row only. Columns a row leaves out keep their stored values."""
+        an existing row only. Columns a row leaves out keep their stored values. Returns the
+        ``updated_at`` it stamped on them."""
         now = utc_from_epoch(self._clock())
         complete: list[Row] = []
         partial: list[Row] = []
@@ -176,6 +177,7 @@ class DatabaseAdapter(abc.ABC):
         if complete or partial:
             self._ensure_open()
             self._save(complete, partial)
+        return now
 
     def delete(self, uids: Iterable[str]) -> int:
         """Delete these rows; returns how many existed."""
