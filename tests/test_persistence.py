@@ -306,3 +306,36 @@ def test_set_database_before_init_only(tmp_path: Path) -> None:
         with pytest.raises(Exception, match="before init"):
             q.set_database(None)
     assert os.path.exists(tmp_path / "late.db")
+
+
+def test_a_client_never_writes_back_what_it_read(tmp_path: Path) -> None:
+    """A controller applies other controllers' changes without writing them back: a stale
+    copy written later would overwrite the owner's newer state."""
+    from nbqueue.store import SQLAlchemyAdapter
+
+    url = f"sqlite:///{tmp_path / 'queue.db'}"
+    saved: list[dict[str, object]] = []
+
+    class Recording(SQLAlchemyAdapter):
+        def save(self, rows):  # type: ignore[no-untyped-def,override]
+            rows = list(rows)
+            saved.extend(rows)
+            return super().save(rows)
+
+    def double(task: Task[int]) -> int:
+        return task.data * 2  # type: ignore[operator]
+
+    with Queue(db=url, max_workers=1) as host:
+        host.register(double)
+        host.run_automatically(0.2)
+        with Queue(db=Recording(url), max_workers=0) as client:
+            client.register(double)
+            tasks = [Task(f"t{i}", "double", data=i) for i in range(30)]
+            for i, t in enumerate(tasks):
+                client.add(t)
+                host.add(Task(f"h{i}", "double", data=i))  # new to the client: adopted
+            poll(lambda: len(client.tasks) == 60)  # the host's tasks, read by the client
+            client.wait(60)
+            assert [t.result["value"] for t in tasks] == [i * 2 for i in range(30)]  # type: ignore[index]
+    assert {row["uid"] for row in saved} == {t.uid for t in tasks}
+    assert {row["status"] for row in saved} == {"pending"}  # only what it added
