@@ -565,9 +565,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--rounds",
         type=int,
-        default=3,
+        default=5,
         help="interleaved rounds of ProcessPoolExecutor and the in-memory nbqueue rows "
-        "(median of the rounds; default 3, 1 with --quick)",
+        "(median of the rounds; default 5, 1 with --quick)",
     )
     parser.add_argument("--list", action="store_true", help="list the systems and exit")
     args = parser.parse_args(argv)
