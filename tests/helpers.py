@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 
 def poll(condition: Callable[[], object], timeout: float = 30.0, interval: float = 0.02) -> None:
@@ -25,3 +26,27 @@ def write_task(directory: Path, task_type: str, body: str) -> Path:
         f"class Executor(TaskExecutor):\n{body}\n"
     )
     return path
+
+
+# -- notebook cell outputs (nbformat cells run by nbclient) -------------------------------------
+def text_of(cell: Any) -> str:
+    """Everything a cell printed or returned, as text (errors included)."""
+    parts = []
+    for out in cell.get("outputs", []):
+        if out.output_type == "stream":
+            parts.append(out.text)
+        elif out.output_type == "error":
+            parts.append(f"{out.ename}: {out.evalue}")
+        else:
+            parts.append(out.get("data", {}).get("text/plain", ""))
+    return "\n".join(parts)
+
+
+def html_of(cell: Any) -> str:
+    """The HTML a cell displayed."""
+    return "\n".join(out.get("data", {}).get("text/html", "") for out in cell.get("outputs", []))
+
+
+def mimetypes_of(cell: Any) -> set[str]:
+    """Every MIME type a cell displayed."""
+    return {mime for out in cell.get("outputs", []) for mime in out.get("data", {})}

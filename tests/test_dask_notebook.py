@@ -9,6 +9,7 @@ from typing import Any
 
 import nbformat
 import pytest
+from helpers import html_of, text_of
 from nbclient import NotebookClient
 
 pytest.importorskip("distributed")
@@ -32,22 +33,6 @@ class RecordingClient(NotebookClient):
         if "state" in data:
             self.comm_log.append((cell_index, msg["content"]["comm_id"], dict(data["state"])))
         super().handle_comm_msg(outs, msg, cell_index)
-
-
-def text_of(cell: Any) -> str:
-    parts = []
-    for out in cell.get("outputs", []):
-        if out.output_type == "stream":
-            parts.append(out.text)
-        elif out.output_type == "error":
-            parts.append(f"{out.ename}: {out.evalue}")
-        else:
-            parts.append(out.get("data", {}).get("text/plain", ""))
-    return "\n".join(parts)
-
-
-def html_of(cell: Any) -> str:
-    return "\n".join(out.get("data", {}).get("text/html", "") for out in cell.get("outputs", []))
 
 
 def find_cell(nb: Any, needle: str) -> tuple[int, Any]:

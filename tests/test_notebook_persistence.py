@@ -16,6 +16,7 @@ from typing import Any
 import nbformat
 import psutil
 import pytest
+from helpers import text_of
 from nbclient import NotebookClient
 from nbclient.util import ensure_async
 
@@ -36,18 +37,6 @@ STATUS_ROW = re.compile(
 )
 
 pytestmark = pytest.mark.timeout(180)
-
-
-def text_of(cell: Any) -> str:
-    parts = []
-    for out in cell.get("outputs", []):
-        if out.output_type == "stream":
-            parts.append(out.text)
-        elif out.output_type == "error":
-            parts.append(f"{out.ename}: {out.evalue}")
-        else:
-            parts.append(out.get("data", {}).get("text/plain", ""))
-    return "\n".join(parts)
 
 
 def statuses(cell: Any) -> dict[str, str]:

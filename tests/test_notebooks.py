@@ -19,6 +19,7 @@ from typing import Any
 
 import nbformat
 import pytest
+from helpers import html_of, mimetypes_of, text_of
 from nbclient import NotebookClient
 from nbformat.v4 import new_code_cell, new_notebook
 
@@ -62,27 +63,6 @@ class RecordingClient(NotebookClient):
             for index, comm_id, state in self.comm_log
             if comm_id in comm_ids and "value" in state and cell_index in (None, index)
         ]
-
-
-def text_of(cell: Any) -> str:
-    """Everything a cell printed or returned, as text (errors included)."""
-    parts = []
-    for out in cell.get("outputs", []):
-        if out.output_type == "stream":
-            parts.append(out.text)
-        elif out.output_type == "error":
-            parts.append(f"{out.ename}: {out.evalue}")
-        else:
-            parts.append(out.get("data", {}).get("text/plain", ""))
-    return "\n".join(parts)
-
-
-def html_of(cell: Any) -> str:
-    return "\n".join(out.get("data", {}).get("text/html", "") for out in cell.get("outputs", []))
-
-
-def mimetypes_of(cell: Any) -> set[str]:
-    return {mime for out in cell.get("outputs", []) for mime in out.get("data", {})}
 
 
 def errors_of(nb: Any) -> list[str]:
