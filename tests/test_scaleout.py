@@ -249,3 +249,41 @@ def test_a_stalled_host_that_lost_its_lease_stops_and_writes_nothing(
     engine.dispose()
     assert row[0] == "completed" and row[1].startswith("rescuer")
     assert stalled.stop() == 0
+
+
+def test_options_from_the_environment_and_ctrl_c_twice_stops_at_once(
+    postgres_url: str, shared_tasks: Path, marker_dir: Path, tmp_path: Path
+) -> None:
+    log = tmp_path / "envhost.log"
+    env = {
+        **os.environ,
+        "NBQUEUE_DB": postgres_url,
+        "NBQUEUE_TASKS": str(shared_tasks),
+        "NBQUEUE_WORKER_NAME": "fromenv",
+        "NBQUEUE_PROCESSES": "1",
+        "NBQUEUE_CONCURRENCY": "1",
+        "NBQUEUE_GENERATE_TYPES": "false",
+    }
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "nbqueue.cli", "worker"],
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env,
+        )  # fmt: skip
+    try:
+        with Queue(shared_tasks, db=postgres_url, max_workers=0) as client:
+            held = Task("held", "record", data={"i": 1, "hold": True}, max_retries=0)
+            client.add(held)
+            poll(lambda: (marker_dir / "held").exists(), timeout=60)
+            assert "fromenv: serving" in log.read_text() and "1 process(es) x 1" in log.read_text()
+            proc.send_signal(signal.SIGINT)  # first Ctrl-C: drain, the held task keeps running
+            poll(lambda: "draining" in log.read_text())
+            assert proc.poll() is None
+            proc.send_signal(signal.SIGINT)  # second: stop at once
+            assert proc.wait(60) == 0
+            assert "stopping now" in log.read_text()
+            # the running task went back to the queue, for another host to run
+            poll(lambda: client.get_task(held.uid).status is Status.PENDING)  # type: ignore[union-attr]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
