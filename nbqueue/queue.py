@@ -122,6 +122,9 @@ class Queue:
         self._wanted: list[str] = []  # uids run_tasks() asked for, claimed as slots free up
         self._drain = False  # run_tasks(): claim until nothing ready is left
         self._starved = False  # the last claim found nothing more: wait for news first
+        #: uids this controller removed: rows read (or claimed) before their delete was
+        #: committed must not bring them back
+        self._removed: set[str] = set()
         #: This controller's name in the database (leases, claims).
         if name is not None and (not isinstance(name, str) or not name):
             raise ConfigurationError(f"name must be a non-empty string, got {name!r}")
@@ -320,6 +323,8 @@ class Queue:
             task = self._tasks.pop(uid, None)
             if task is None:
                 return False
+            if self._persistence is not None:
+                self._removed.add(uid)
             if not task.status.finished:
                 self._active -= 1
             if self._unclaim(task):
@@ -813,6 +818,8 @@ class Queue:
             self._claiming -= asked
             tasks = [self._tasks.get(uid) for uid in won]
             for row in claimed:
+                if row["uid"] in self._removed:
+                    continue  # claimed just before our delete of it was committed
                 task = self._tasks.get(row["uid"])
                 if task is None or task.status.finished:
                     task = self._adopt(row)
@@ -861,7 +868,8 @@ class Queue:
                     uid = row["uid"]
                     task = self._tasks.get(uid)
                     if task is None:
-                        self._adopt(row)
+                        if uid not in self._removed:
+                            self._adopt(row)
                         continue
                     if uid in self._running or task.status.finished:
                         continue  # ours to report, or settled

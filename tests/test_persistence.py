@@ -339,3 +339,23 @@ def test_a_client_never_writes_back_what_it_read(tmp_path: Path) -> None:
             assert [t.result["value"] for t in tasks] == [i * 2 for i in range(30)]  # type: ignore[index]
     assert {row["uid"] for row in saved} == {t.uid for t in tasks}
     assert {row["status"] for row in saved} == {"pending"}  # only what it added
+
+
+def test_cleared_tasks_stay_gone(db_url: str) -> None:
+    """Rows read or claimed just before their delete was committed do not come back."""
+
+    def echo(task: Task[int]) -> int:
+        return task.data  # type: ignore[return-value]
+
+    with Queue(db=db_url, max_workers=2, tasks_per_worker=4) as q:
+        q.register(echo)
+        q.run_automatically(0.2)
+        for round_ in range(3):
+            for i in range(300):
+                q.add(Task(f"r{round_}-{i}", "echo", data=i))
+            q.clear()
+            q.wait(60)  # nothing left: never hangs on a cleared task
+            assert q.tasks == []
+        last = Task("last", "echo", data=7)
+        q.add(last)
+        assert last.wait(60) == {"processed": True, "value": 7}
