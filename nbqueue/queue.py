@@ -329,7 +329,7 @@ class Queue:
                 self._active -= 1
             if self._unclaim(task):
                 task.status = Status.CANCELLED
-            elif task.status is Status.RUNNING:
+            elif task.uid in self._running:
                 self._request_cancel(task)
             elif not task.status.finished:
                 stamp(task)
@@ -360,7 +360,7 @@ class Queue:
                 return False
             if self._unclaim(task):
                 self._finish(task, Status.CANCELLED)
-            elif task.status is Status.RUNNING:
+            elif task.uid in self._running:  # sent to a worker (started or queued there)
                 self._request_cancel(task)
             else:
                 stamp(task)
@@ -591,7 +591,7 @@ class Queue:
             if task is None:
                 break
             stamp(task)
-            task.status, task.progress, task.worker = Status.RUNNING, 0.0, None
+            task.progress, task.worker = 0.0, None  # running once its worker starts it
             self._running[task.uid] = task
             batch.append((task, self._registry.get(task.type)))
             self._emit("dispatched", task)
@@ -850,7 +850,7 @@ class Queue:
                 self._finish(task, Status.FAILED, exc)
                 continue
             stamp(task)
-            task.status, task.progress, task.worker = Status.RUNNING, 0.0, None
+            task.progress, task.worker = 0.0, None  # running once its worker starts it
             batch.append((task, spec))
             self._emit("dispatched", task)
             free -= 1
@@ -891,6 +891,7 @@ class Queue:
         task = self._running.get(uid)
         if task is None:
             return
+        task.status = Status.RUNNING
         task.started_at = dt.datetime.fromtimestamp(when, dt.timezone.utc)
         task.worker = worker
         self._deadlines.push(when + task.timeout, task, token=task._seq)

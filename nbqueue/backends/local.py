@@ -23,12 +23,17 @@ if TYPE_CHECKING:
 #: Most messages read from one worker per loop callback, so one busy worker cannot starve
 #: the others.
 MAX_READS_PER_CALLBACK = 64
+#: Tasks sent to a worker ahead of its free threads, as multiples of tasks_per_worker: they
+#: wait in the worker, so that a thread that frees up starts the next task at once and one
+#: pipe message carries several tasks.
+PREFETCH = 4
 
 
 class _Worker:
     def __init__(self, slot: int, name: str, process: BaseProcess, conn: Connection) -> None:
         self.slot, self.name, self.process, self.conn = slot, name, process, conn
-        self.tasks: dict[str, Task[Any]] = {}
+        self.tasks: dict[str, Task[Any]] = {}  # sent to it, started or waiting there
+        self.started: set[str] = set()
         self.digests: set[str] = set()
         self.aborted: set[str] = set()
         self.killed = False  # stopped on purpose (a timeout or cancel of one of its tasks)
@@ -133,7 +138,9 @@ class LocalBackend(ExecutionBackend):
     # -- dispatch ------------------------------------------------------------------------
     def free_slots(self) -> int:
         return sum(
-            self.tasks_per_worker - len(w.tasks) for w in self._workers.values() if not w.killed
+            self.tasks_per_worker * PREFETCH - len(w.tasks)
+            for w in self._workers.values()
+            if not w.killed
         )
 
     def capacity(self) -> int:
@@ -143,7 +150,7 @@ class LocalBackend(ExecutionBackend):
         outgoing: dict[_Worker, list[tuple[Any, ...]]] = {}
         usable = [w for w in self._workers.values() if not w.killed]
         for task, spec in batch:
-            w = max(usable, key=lambda w: self.tasks_per_worker - len(w.tasks))
+            w = min(usable, key=lambda w: len(w.tasks))
             commands = outgoing.setdefault(w, [])
             kind, value = spec.ref
             if kind == "pickle" and value not in w.digests:
@@ -180,7 +187,7 @@ class LocalBackend(ExecutionBackend):
     def workers(self) -> list[WorkerInfo]:
         return [
             WorkerInfo(w.name, w.process.pid, w.process.is_alive() and not w.killed,
-                       len(w.tasks), self.tasks_per_worker, self._restarts.get(w.slot, 0))
+                       len(w.started), self.tasks_per_worker, self._restarts.get(w.slot, 0))
             for w in self._workers.values()
         ]  # fmt: skip
 
@@ -216,6 +223,7 @@ class LocalBackend(ExecutionBackend):
         if uid not in w.tasks:
             return  # aborted, or removed from the queue meanwhile
         if kind == protocol.STARTED:
+            w.started.add(uid)
             sink.task_started(uid, w.name, message[2])
         elif kind == protocol.PROGRESS:
             sink.task_progress(uid, message[2])
@@ -229,6 +237,7 @@ class LocalBackend(ExecutionBackend):
 
     def _release(self, w: _Worker, uid: str) -> None:
         del w.tasks[uid]
+        w.started.discard(uid)
         self._where.pop(uid, None)
 
     def _on_exit(self, w: _Worker) -> None:
@@ -244,7 +253,7 @@ class LocalBackend(ExecutionBackend):
             self._where.pop(uid, None)
             if uid in w.aborted:
                 continue
-            if w.killed:
+            if w.killed or uid not in w.started:  # (waiting there, never started: no penalty)
                 self._sink.task_lost(uid, None)
                 continue
             detail = f"\nworker traceback:\n{w.fatal}" if w.fatal else ""
