@@ -368,3 +368,21 @@ def wait_for_pids(
         if time.monotonic() > deadline:
             raise RuntimeError(f"only workers {sorted(pids)} answered within {timeout:.0f} s")
     return pids
+
+
+def drive_futures_executor(s: System, ex: Any, inc: Callable[[int], int], whoami: Any) -> None:
+    """W1 and W2 for an executor with ``submit()`` returning futures (ProcessPoolExecutor,
+    loky): start-up until both workers answered, a warm-up, then the workloads."""
+    wait_for_pids(lambda: [f.result() for f in [ex.submit(whoami, 0.02) for _ in range(2)]])
+    s.track()
+    [f.result() for f in [ex.submit(inc, i) for i in range(WARMUP)]]
+    if s.wants("w1"):
+        s.record(
+            "w1",
+            throughput(
+                N_W1, lambda i: ex.submit(inc, i), lambda fs: [f.result() for f in fs], label="w1"
+            ),
+        )
+    if s.wants("w2"):
+        s.record("w2", latency(N_W2, lambda i: ex.submit(inc, i).result(), label="w2"))
+    s.note("ex.submit(inc, i) per task, f.result() for each")
