@@ -94,6 +94,8 @@ def test_two_hosts_share_the_work_exactly_once(
     hosts += [
         Host(postgres_url, shared_tasks, f"host{i}", tmp_path / f"host{i}.log") for i in (1, 2)
     ]
+    for host in hosts:
+        poll(host.ready, timeout=60)  # both serving before the work arrives
     with Queue(shared_tasks, db=postgres_url, max_workers=0) as client:
         tasks = [Task(f"t{i}", "record", data={"i": i}) for i in range(200)]
         for t in tasks:
