@@ -7,6 +7,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
+
 
 def poll(condition: Callable[[], object], timeout: float = 30.0, interval: float = 0.02) -> None:
     """Wait until ``condition()`` is true; fail after ``timeout`` seconds."""
@@ -26,6 +28,17 @@ def write_task(directory: Path, task_type: str, body: str) -> Path:
         f"class Executor(TaskExecutor):\n{body}\n"
     )
     return path
+
+
+def sql(url: str, statement: str, **params: object) -> list[sa.Row[tuple[object, ...]]]:
+    """Run one statement on the database at ``url`` in its own transaction; its rows."""
+    engine = sa.create_engine(url)
+    try:
+        with engine.begin() as conn:
+            result = conn.execute(sa.text(statement), params)
+            return list(result) if result.returns_rows else []
+    finally:
+        engine.dispose()
 
 
 # -- notebook cell outputs (nbformat cells run by nbclient) -------------------------------------

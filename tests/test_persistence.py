@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from helpers import poll, write_task
+from helpers import poll, sql, write_task
 
 from nbqueue import Queue, SerializationError, Status, Task
 from nbqueue.rows import CorruptRowError
@@ -28,16 +28,6 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         yield f"sqlite:///{tmp_path / 'queue.db'}"
     else:
         yield request.getfixturevalue("postgres_url")
-
-
-def sql(url: str, statement: str, **params: object) -> list[sa.Row[tuple[object, ...]]]:
-    engine = sa.create_engine(url)
-    try:
-        with engine.begin() as conn:
-            result = conn.execute(sa.text(statement), params)
-            return list(result) if result.returns_rows else []
-    finally:
-        engine.dispose()
 
 
 def append_uid(log: Path) -> object:

@@ -11,8 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
-from helpers import poll, write_task
+from helpers import poll, sql, write_task
 
 from nbqueue import Queue, Status, Task
 
@@ -108,11 +107,7 @@ def test_two_hosts_share_the_work_exactly_once(
     for host in hosts:
         assert host.stop() == 0
         assert "drained" in host.log.read_text()
-    engine = sa.create_engine(postgres_url)
-    with engine.connect() as conn:
-        done = conn.execute(sa.text("SELECT count(*) FROM tasks WHERE status = 'completed'"))
-        assert done.scalar() == 200
-    engine.dispose()
+    assert sql(postgres_url, "SELECT count(*) FROM tasks WHERE status = 'completed'")[0][0] == 200
 
 
 def test_a_killed_host_s_task_is_finished_by_another(
@@ -193,39 +188,25 @@ def test_a_tampered_executor_is_refused_and_the_host_keeps_running(
     def good(task: Task[None]) -> str:
         return "fine"
 
-    engine = sa.create_engine(postgres_url)
-    try:
-        with Queue(db=postgres_url, max_workers=0) as client:
-            client.register(evil)
-            client.register(good)
-            bad_task, good_task = Task("bad", "evil"), Task("ok", "good")
-            client.add(bad_task).add(good_task)
+    with Queue(db=postgres_url, max_workers=0) as client:
+        client.register(evil)
+        client.register(good)
+        bad_task, good_task = Task("bad", "evil"), Task("ok", "good")
+        client.add(bad_task).add(good_task)
 
-            def stored() -> bool:
-                with engine.connect() as conn:
-                    return (
-                        conn.execute(sa.text("SELECT count(*) FROM tasks_executors")).scalar() == 2
-                    )
-
-            poll(stored)
-            with engine.begin() as conn:  # flip the last byte of the signed pickle
-                conn.execute(
-                    sa.text(
-                        "UPDATE tasks_executors SET payload = overlay(payload placing "
-                        "decode(lpad(to_hex(get_byte(payload, length(payload) - 1) # 1), 2, '0'), "
-                        "'hex') from length(payload)) WHERE type = 'evil'"
-                    )
-                )
-            hosts.append(
-                Host(postgres_url, task_dir, "h", tmp_path / "h.log", NBQUEUE_SECRET="s3cret")
-            )
-            assert good_task.wait(120) == {"processed": True, "value": "fine"}
-            with pytest.raises(Exception, match=r"mis-signed|refused"):
-                bad_task.wait(120)
-            assert bad_task.status is Status.FAILED
-        assert hosts[0].proc.poll() is None  # still serving
-    finally:
-        engine.dispose()
+        poll(lambda: sql(postgres_url, "SELECT count(*) FROM tasks_executors")[0][0] == 2)
+        sql(  # flip the last byte of the signed pickle
+            postgres_url,
+            "UPDATE tasks_executors SET payload = overlay(payload placing "
+            "decode(lpad(to_hex(get_byte(payload, length(payload) - 1) # 1), 2, '0'), "
+            "'hex') from length(payload)) WHERE type = 'evil'",
+        )
+        hosts.append(Host(postgres_url, task_dir, "h", tmp_path / "h.log", NBQUEUE_SECRET="s3cret"))
+        assert good_task.wait(120) == {"processed": True, "value": "fine"}
+        with pytest.raises(Exception, match=r"mis-signed|refused"):
+            bad_task.wait(120)
+        assert bad_task.status is Status.FAILED
+    assert hosts[0].proc.poll() is None  # still serving
 
 
 def test_a_stalled_host_that_lost_its_lease_stops_and_writes_nothing(
@@ -245,10 +226,7 @@ def test_a_stalled_host_that_lost_its_lease_stops_and_writes_nothing(
         finally:
             os.killpg(stalled.proc.pid, signal.SIGCONT)
         poll(lambda: "lost the lease" in stalled.log.read_text(), timeout=60)
-    engine = sa.create_engine(postgres_url)
-    with engine.connect() as conn:
-        row = conn.execute(sa.text("SELECT status, worker FROM tasks")).one()
-    engine.dispose()
+    [row] = sql(postgres_url, "SELECT status, worker FROM tasks")
     assert row[0] == "completed" and row[1].startswith("rescuer")
     assert stalled.stop() == 0
 
