@@ -5,21 +5,24 @@ from typing import Any
 
 from nbqueue.errors import (
     ConfigurationError,
+    DatabaseError,
     ExecutorImportError,
+    ExecutorImportWarning,
     NbqueueError,
     QueueShutDownError,
     SerializationError,
+    SignatureError,
     TaskCancelledError,
     TaskFailedError,
     TaskNotProcessedError,
     TaskTimeoutError,
     TaskValidationError,
     UnknownTaskTypeError,
+    UnsignedPayloadWarning,
     WorkerCrashedError,
 )
 from nbqueue.executor import TaskExecutor
-from nbqueue.queue import ExecutorImportWarning, Queue
-from nbqueue.serialization import SignatureError, UnsignedPayloadWarning
+from nbqueue.queue import Queue
 from nbqueue.task import ErrorRecord, Status, Task, TaskResult, TaskStatus, has_property
 
 __version__ = "0.1.0"
@@ -42,7 +45,7 @@ def unload_ipython_extension(ipython: Any) -> None:
 def __getattr__(name: str) -> Any:
     # The database classes import SQLAlchemy: load them on first use, so that worker
     # processes and in-memory queues start without it.
-    if name in ("DatabaseAdapter", "SQLAlchemyAdapter", "MemoryAdapter", "DatabaseError"):
+    if name in ("DatabaseAdapter", "SQLAlchemyAdapter", "MemoryAdapter"):
         from nbqueue import store
 
         return getattr(store, name)

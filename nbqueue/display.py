@@ -11,6 +11,8 @@ import datetime as dt
 import html
 from typing import TYPE_CHECKING, Any
 
+from nbqueue.errors import WidgetsUnavailableError
+
 if TYPE_CHECKING:
     import pandas
 
@@ -327,7 +329,7 @@ def dashboard(queue: Queue) -> Any:
 
     try:
         return widgets.Dashboard(queue)
-    except widgets.WidgetsUnavailableError as exc:
+    except WidgetsUnavailableError as exc:
         return TextDashboard(queue, str(exc))
 
 
@@ -342,7 +344,7 @@ def task_mimebundle(
 
     try:
         view = widgets.TaskProgress(task)
-    except widgets.WidgetsUnavailableError:
+    except WidgetsUnavailableError:
         return None
     bundle: dict[str, Any] = dict(view._repr_mimebundle_(include=include, exclude=exclude))
     bundle["text/html"] = task_html(task)

@@ -68,3 +68,44 @@ class QueueNotInitializedError(NbqueueError):
 
 class QueueShutDownError(NbqueueError):
     """The queue has been shut down; create a new Queue."""
+
+
+class DatabaseError(NbqueueError):
+    """The task database could not be reached or refused an operation (after retries)."""
+
+
+class SchemaMismatchError(DatabaseError):
+    """The tasks table in the database does not have the layout this nbqueue expects; it
+    has been left untouched. Use another table name or move the old table away."""
+
+
+class SignatureError(SerializationError):
+    """A pickled payload from the database is unsigned or mis-signed and was refused
+    (it was not unpickled)."""
+
+
+class CorruptRowError(SerializationError):
+    """A row of the tasks table could not be turned back into a task: a value is missing,
+    malformed or has been tampered with. Only that task is affected."""
+
+    def __init__(self, uid: str, problem: str) -> None:
+        self.uid = uid
+        super().__init__(f"the stored row of task {uid} is corrupt: {problem}")
+
+
+class WidgetsUnavailableError(NbqueueError, ImportError):
+    """ipywidgets is not installed; install it with ``pip install ipywidgets`` for the live
+    dashboard (a text snapshot is shown instead)."""
+
+
+# -- warnings ---------------------------------------------------------------------------------
+class ExecutorImportWarning(UserWarning):
+    """A task file failed to import; its type is unavailable, the others work."""
+
+
+class UnsignedPayloadWarning(UserWarning):
+    """Pickles are stored unsigned in a database other processes can write to."""
+
+
+class TypeGenerationWarning(UserWarning):
+    """The typing stub for a task directory could not be written (the queue works anyway)."""

@@ -299,7 +299,7 @@ class Persistence:
 
     def _load_executors(self) -> None:
         """Executors registered in a notebook somewhere, new or changed since last time."""
-        from nbqueue.serialization import SignatureError
+        from nbqueue.errors import SignatureError
 
         known = self._known_executors()
         found: list[Shipped] = []

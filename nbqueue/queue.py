@@ -23,11 +23,15 @@ from nbqueue.backends.base import ExecutionBackend, WorkerInfo
 from nbqueue.backends.local import LocalBackend
 from nbqueue.errors import (
     ConfigurationError,
+    CorruptRowError,
+    ExecutorImportWarning,
     NbqueueError,
     QueueShutDownError,
     SerializationError,
+    SignatureError,
     TaskCancelledError,
     TaskTimeoutError,
+    UnsignedPayloadWarning,
 )
 from nbqueue.events import EventKind, Events
 from nbqueue.persistence import Persistence
@@ -46,10 +50,6 @@ log = logging.getLogger("nbqueue")
 #: With a database, claim this many times the workers' capacity ahead, so that freed slots
 #: are refilled without a database round trip and claims come in large batches.
 RESERVE_FACTOR = 4
-
-
-class ExecutorImportWarning(UserWarning):
-    """A task file failed to import; its type is unavailable, the others work."""
 
 
 class Queue:
@@ -776,9 +776,9 @@ class Queue:
 
         assert self._persistence is not None
         task, corrupt = rows.task_or_placeholder(row)
-        if isinstance(corrupt and corrupt.__cause__, serialization.SignatureError):
+        if isinstance(corrupt and corrupt.__cause__, SignatureError):
             # this controller's NBQUEUE_SECRET may be wrong: fail it here only
-            warnings.warn(str(corrupt), serialization.UnsignedPayloadWarning, stacklevel=2)
+            warnings.warn(str(corrupt), UnsignedPayloadWarning, stacklevel=2)
         elif corrupt is not None:  # fail it in the database too, so nobody claims it
             self._persistence.write(rows.task_state_row(task))
         task._queue = self
@@ -875,7 +875,7 @@ class Queue:
                         continue  # ours to report, or settled
                     try:
                         rows.apply_state(task, row)
-                    except rows.CorruptRowError:
+                    except CorruptRowError:
                         continue
                     if task.status.finished:
                         self._active -= 1

@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from nbqueue import config, serialization
-from nbqueue.errors import SerializationError
+from nbqueue.errors import CorruptRowError, SerializationError, SignatureError
 from nbqueue.store.base import Row
 from nbqueue.task import ErrorRecord, Status, Task
 
@@ -54,15 +54,6 @@ STATE_COLUMNS = (
 JSON_RESULT_MAX_BYTES = 1 << 20
 _INT64 = (-(1 << 63), (1 << 63) - 1)
 _MAX_DEPTH = 100
-
-
-class CorruptRowError(SerializationError):
-    """A row of the tasks table could not be turned back into a task: a value is missing,
-    malformed or has been tampered with. Only that task is affected."""
-
-    def __init__(self, uid: str, problem: str) -> None:
-        self.uid = uid
-        super().__init__(f"the stored row of task {uid} is corrupt: {problem}")
 
 
 # -- Task -> row --------------------------------------------------------------------------
@@ -318,7 +309,7 @@ class _Reader:
         try:
             what = f"the pickle in column {column!r} of task {self.uid}"
             data = serialization.verify(blob, self.secret, what)
-        except serialization.SignatureError as exc:
+        except SignatureError as exc:
             raise CorruptRowError(self.uid, str(exc)) from exc
         try:
             return _pickle_bytes(data)

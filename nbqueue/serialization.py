@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import cloudpickle
 
 from nbqueue import config
-from nbqueue.errors import SerializationError
+from nbqueue.errors import SerializationError, SignatureError, UnsignedPayloadWarning
 
 if TYPE_CHECKING:
     import sqlalchemy as sa
@@ -57,15 +57,6 @@ _SAME_EVERYWHERE = (
     "that shares the database"
 )
 _LOCAL_HOSTS = frozenset({"", "localhost", "127.0.0.1", "::1", "[::1]"})
-
-
-class SignatureError(SerializationError):
-    """A pickled payload from the database is unsigned or mis-signed and was refused
-    (it was not unpickled)."""
-
-
-class UnsignedPayloadWarning(UserWarning):
-    """Pickles are stored unsigned in a database other processes can write to."""
 
 
 def dumps(value: Any, what: str = "value") -> bytes:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nbqueue import executor as executor_module
+from nbqueue.errors import TypeGenerationWarning
 
 if TYPE_CHECKING:
     from nbqueue.registry import ExecutorSpec
@@ -44,10 +45,6 @@ _STUB_NAMES = {
     "Protocol", "TypedDict", "overload", "NotRequired", "Required", "TypeAlias", "Never",
     "collections", "datetime", "nbqueue",
 }  # fmt: skip
-
-
-class TypeGenerationWarning(UserWarning):
-    """The typing stub for a task directory could not be written (the queue works anyway)."""
 
 
 def generate(directory: Path, specs: list[ExecutorSpec]) -> Path | None:

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from nbqueue import display
-from nbqueue.errors import NbqueueError
+from nbqueue.errors import WidgetsUnavailableError
 
 if TYPE_CHECKING:
     from nbqueue.queue import Queue
@@ -35,11 +35,6 @@ TABLE_INTERVAL = 1.0
 RUNNING_ROWS = 8
 #: Rows of the dashboard's status table.
 TABLE_ROWS = 12
-
-
-class WidgetsUnavailableError(NbqueueError, ImportError):
-    """ipywidgets is not installed; install it with ``pip install ipywidgets`` for the live
-    dashboard (a text snapshot is shown instead)."""
 
 
 def require_ipywidgets() -> Any:

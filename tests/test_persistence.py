@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from helpers import poll, sql, write_task
 
 from nbqueue import Queue, SerializationError, Status, Task
-from nbqueue.rows import CorruptRowError
+from nbqueue.errors import CorruptRowError
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

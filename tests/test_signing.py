@@ -20,11 +20,14 @@ import pytest
 import sqlalchemy as sa
 
 from nbqueue import Queue, Status, Task, config, rows, serialization
-from nbqueue.errors import SerializationError
-from nbqueue.serialization import (
-    SIGNATURE_PREFIX,
+from nbqueue.errors import (
+    CorruptRowError,
+    SerializationError,
     SignatureError,
     UnsignedPayloadWarning,
+)
+from nbqueue.serialization import (
+    SIGNATURE_PREFIX,
     sign,
     verify,
     warn_if_unsigned,
@@ -194,7 +197,7 @@ def test_round_trip(db: Db, use_secret: Callable[[str | None], None], secret: st
 
 def _assert_refused(db: Db, task: Task[Any], problem: str, *, column: str = "data_blob") -> None:
     """Reading ``task``'s row fails that task only, with the SignatureError as the cause."""
-    with pytest.raises(rows.CorruptRowError) as caught:
+    with pytest.raises(CorruptRowError) as caught:
         rows.row_to_task(load(db, task))
     error = caught.value
     assert error.uid == task.uid and task.uid in str(error)
@@ -218,7 +221,7 @@ def test_tampered_blob_fails_only_its_task(
     assert rows.row_to_task(load(db, good)).result == {"processed": True, "value": Point(1, 2)}
     assert rows.row_to_task(load(db, plain)).data == {"i": 1}
     if column == "result_blob":  # syncing a tampered state row is refused too
-        with pytest.raises(rows.CorruptRowError, match=bad.uid):
+        with pytest.raises(CorruptRowError, match=bad.uid):
             rows.apply_state(pickled_task("copy"), {**load(db, bad), "uid": bad.uid})
 
 

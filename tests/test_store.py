@@ -31,7 +31,7 @@ from helpers import poll
 from sqlalchemy import event
 
 from nbqueue import rows, serialization
-from nbqueue.errors import ConfigurationError, SerializationError
+from nbqueue.errors import ConfigurationError, CorruptRowError, SerializationError
 from nbqueue.store import (
     SCHEMA_VERSION,
     DatabaseAdapter,
@@ -285,7 +285,7 @@ def test_apply_state_syncs_another_copy(adapter: DatabaseAdapter) -> None:
     rows.apply_state(copy, adapter.load([task.uid])[0])
     assert (copy.status, copy.progress, copy.worker) == (Status.FAILED, 50.0, "w-2")
     assert copy.errors == task.errors and copy.data == [1, 2]
-    with pytest.raises(rows.CorruptRowError, match=task.uid):
+    with pytest.raises(CorruptRowError, match=task.uid):
         rows.apply_state(make_task(), rows.task_state_row(task))
 
 
@@ -886,7 +886,7 @@ def _assert_only_bad_fails(
     assert len(loaded) == len(good) + 1
     for task in good:
         assert rows.row_to_task(loaded[task.uid]).data == task.data
-    with pytest.raises(rows.CorruptRowError) as caught:
+    with pytest.raises(CorruptRowError) as caught:
         rows.row_to_task(loaded[bad.uid])
     assert bad.uid in str(caught.value) and repr(column) in str(caught.value)
     assert caught.value.uid == bad.uid
@@ -929,9 +929,9 @@ def test_row_missing_a_column_is_corrupt() -> None:
     task = make_task()
     row = rows.task_to_row(task)
     del row["status"]
-    with pytest.raises(rows.CorruptRowError, match=f"{task.uid}.*'status' is missing"):
+    with pytest.raises(CorruptRowError, match=f"{task.uid}.*'status' is missing"):
         rows.row_to_task(row)
-    with pytest.raises(rows.CorruptRowError, match="uid"):
+    with pytest.raises(CorruptRowError, match="uid"):
         rows.row_to_task({"name": "no uid"})
 
 

@@ -15,6 +15,7 @@ import pytest
 
 import nbqueue
 from nbqueue import Queue, TaskExecutor, typegen
+from nbqueue.errors import TypeGenerationWarning
 from nbqueue.registry import ExecutorSpec, Registry
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "tasks"
@@ -136,7 +137,7 @@ def test_generation_disabled_by_environment_writes_nothing(
 
 def test_an_unwritable_stub_location_warns_instead_of_raising(examples: Path) -> None:
     (examples / "_nbqueue_types.pyi").mkdir()  # os.replace onto a directory fails
-    with pytest.warns(typegen.TypeGenerationWarning, match="could not write the typing stub"):
+    with pytest.warns(TypeGenerationWarning, match="could not write the typing stub"):
         assert typegen.generate(examples, specs_of(examples)) is None
     assert not (examples / ".nbqueue-types.hash").exists()
     assert [p.name for p in examples.iterdir() if p.name.endswith(".tmp")] == []
@@ -148,7 +149,7 @@ def test_an_unwritable_stub_location_warns_instead_of_raising(examples: Path) ->
 def test_a_read_only_directory_warns_and_the_queue_still_starts(examples: Path) -> None:
     examples.chmod(0o555)
     try:
-        with pytest.warns(typegen.TypeGenerationWarning), Queue(examples, max_workers=1) as q:
+        with pytest.warns(TypeGenerationWarning), Queue(examples, max_workers=1) as q:
             assert q.types == ["compress-image", "test-task"]
     finally:
         examples.chmod(0o755)

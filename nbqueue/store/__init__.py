@@ -11,7 +11,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from nbqueue.errors import ConfigurationError
+from nbqueue.errors import ConfigurationError, DatabaseError, SchemaMismatchError
 from nbqueue.store.base import (
     COLUMNS,
     DEFAULT_TABLE,
@@ -20,9 +20,7 @@ from nbqueue.store.base import (
     REQUIRED,
     SCHEMA_VERSION,
     DatabaseAdapter,
-    DatabaseError,
     Row,
-    SchemaMismatchError,
 )
 from nbqueue.store.memory import MemoryAdapter
 from nbqueue.store.sql import SQLAlchemyAdapter

@@ -90,15 +90,6 @@ MAX_DIGEST_LENGTH = 128
 MAX_NAME_LENGTH = 255
 
 
-class DatabaseError(NbqueueError):
-    """The task database could not be reached or refused an operation (after retries)."""
-
-
-class SchemaMismatchError(DatabaseError):
-    """The tasks table in the database does not have the layout this nbqueue expects; it
-    has been left untouched. Use another table name or move the old table away."""
-
-
 def utc_from_epoch(seconds: float) -> dt.datetime:
     return dt.datetime.fromtimestamp(seconds, dt.timezone.utc)
 
@@ -268,7 +259,7 @@ class DatabaseAdapter(abc.ABC):
     def load_executor(self, task_type: str, digest: str | None = None) -> tuple[str, bytes] | None:
         """``(digest, payload)`` of the executor stored for ``task_type`` under ``digest``,
         or of the newest one for the type when ``digest`` is None; None when there is none.
-        Raises serialization.SignatureError when the stored payload is unsigned or
+        Raises SignatureError when the stored payload is unsigned or
         mis-signed for this process's NBQUEUE_SECRET (it must not be unpickled)."""
         _check_text(task_type, "task_type", MAX_TYPE_LENGTH)
         if digest is not None:

@@ -39,7 +39,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Dialect, Engine
 from sqlalchemy.pool import StaticPool
 
-from nbqueue.errors import ConfigurationError
+from nbqueue.errors import ConfigurationError, DatabaseError, SchemaMismatchError
 from nbqueue.store import base
 from nbqueue.store.base import Row
 
@@ -447,7 +447,7 @@ class SQLAlchemyAdapter(base.DatabaseAdapter):
                     or attempt >= self._retry_attempts
                     or time.monotonic() + pause > deadline
                 ):
-                    raise base.DatabaseError(
+                    raise DatabaseError(
                         f"could not {what} in {self._where()} (attempt {attempt}): {_describe(exc)}"
                     ) from exc
                 log.warning(
@@ -455,7 +455,7 @@ class SQLAlchemyAdapter(base.DatabaseAdapter):
                     what, self._where(), attempt, self._retry_attempts, pause, _describe(exc),
                 )  # fmt: skip
             except sa_exc.SQLAlchemyError as exc:
-                raise base.DatabaseError(f"could not {what} in {self._where()}: {exc}") from exc
+                raise DatabaseError(f"could not {what} in {self._where()}: {exc}") from exc
             time.sleep(pause)
             backoff = min(backoff * 2, RETRY_CAP_SECONDS)
             attempt += 1
@@ -491,7 +491,7 @@ class SQLAlchemyAdapter(base.DatabaseAdapter):
             raw = conn.execute(self._queries.read_version).scalar()
             version = raw if raw is None else str(raw)
         if version is not None and version != str(base.SCHEMA_VERSION):
-            raise base.SchemaMismatchError(
+            raise SchemaMismatchError(
                 f"table {name!r} in {self._where()} has nbqueue schema version {version} "
                 f"(recorded in {meta_name!r}); this nbqueue uses version "
                 f"{base.SCHEMA_VERSION}. Use a matching nbqueue, or another table name. "
@@ -504,7 +504,7 @@ class SQLAlchemyAdapter(base.DatabaseAdapter):
             log.info("nbqueue: created table %s (schema version %d)", name, base.SCHEMA_VERSION)
             return
         if version is None:
-            raise base.SchemaMismatchError(
+            raise SchemaMismatchError(
                 f"table {name!r} already exists in {self._where()} but was not made by "
                 f"nbqueue (no schema version in {meta_name!r}). Pass another table name, "
                 "e.g. SQLAlchemyAdapter(url, table='nbqueue_tasks'), or move that table "
@@ -536,7 +536,7 @@ class SQLAlchemyAdapter(base.DatabaseAdapter):
                 problems.append(f"missing column(s) {missing}")
             if blocking:
                 problems.append(f"extra NOT NULL column(s) without a default {blocking}")
-            raise base.SchemaMismatchError(
+            raise SchemaMismatchError(
                 f"table {table.name!r} in {self._where()} does not match nbqueue schema "
                 f"version {base.SCHEMA_VERSION}: {'; '.join(problems)}. It has been left as "
                 "it is."
