@@ -15,7 +15,9 @@ and the runner (``run.py``) reads the JSON file it leaves behind.
 Sizes come from environment variables, so the runner (and the smoke test) can shrink them:
 ``BENCH_W1_N`` (5,000), ``BENCH_W2_N`` (300), ``BENCH_W3_N`` (2,000), ``BENCH_W4_N``
 (100,000), ``BENCH_W5_N`` (1,000), ``BENCH_W5_STEPS`` (100 progress reports a task),
-``BENCH_W5_PAUSE`` (seconds before each report, 0.001), ``BENCH_REPEATS`` (3 runs of W1/W3,
+``BENCH_W5_PAUSE`` (seconds before each report, 0.001), ``BENCH_WD_N`` (500 tasks on Dask,
+workload ``wdask``), ``BENCH_BIG_MB`` / ``BENCH_BIG_TASKS`` (the shared DataFrame of workload
+``wbig``: 64 MB, 8 tasks; see ``shared_input.py``), ``BENCH_REPEATS`` (3 runs of W1/W3/wdask,
 median), ``BENCH_WARMUP`` (200 tasks before W1).
 """
 
@@ -55,6 +57,9 @@ N_W2 = _env_int("BENCH_W2_N", 300)
 N_W3 = _env_int("BENCH_W3_N", 2000)
 N_W4 = _env_int("BENCH_W4_N", 100_000)
 N_W5 = _env_int("BENCH_W5_N", 1000)
+N_WD = _env_int("BENCH_WD_N", 500)
+BIG_MB = _env_int("BENCH_BIG_MB", 64)
+BIG_TASKS = _env_int("BENCH_BIG_TASKS", 8)
 W5_STEPS = _env_int("BENCH_W5_STEPS", 100)
 W5_PAUSE = _env_float("BENCH_W5_PAUSE", 0.001)
 REPEATS = _env_int("BENCH_REPEATS", 3)
@@ -69,7 +74,7 @@ PG_URL = os.environ.get(
     "BENCH_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/nbqueue_bench"
 )
 
-ALL_WORKLOADS = ("w1", "w2", "w3", "w4", "w5")
+ALL_WORKLOADS = ("w1", "w2", "w3", "w4", "w5", "wdask", "wbig")
 
 
 def child_env() -> dict[str, str]:
@@ -284,6 +289,13 @@ class System:
         self._procs.append(proc)
         self.track()
         return proc
+
+    def check_spawned(self) -> None:
+        """Raise if a process started with :meth:`spawn` has exited (its log says why)."""
+        dead = [" ".join(map(str, p.args)) for p in self._procs if p.poll() is not None]
+        if dead:
+            log = os.path.splitext(self.out)[0] + "-*.log"
+            raise RuntimeError(f"worker exited: {'; '.join(dead)} (see {log})")
 
     def _stop_spawned(self, grace: float = 10.0) -> None:
         for proc in self._procs:

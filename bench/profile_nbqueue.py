@@ -33,7 +33,7 @@ from bench.tasks import inc_task
 
 def _in_loop(queue: Any, fn: Any) -> Any:
     """Run ``fn`` on the controller's loop thread and return its result."""
-    loop = queue._runtime.loop
+    loop = queue._controller.loop.loop  # the controller's own thread
     done: concurrent.futures.Future[Any] = concurrent.futures.Future()
 
     def call() -> None:
@@ -56,7 +56,7 @@ def workload(queue: Any, name: str, n: int) -> None:
             queue.add(task)
             tasks.append(task)
         queue.wait()
-        assert [t.result["value"] for t in tasks] == [i + 1 for i in range(n)]
+        assert [t.wait()["value"] for t in tasks] == [i + 1 for i in range(n)]
     elif name == "w2":
         for i in range(n):
             task = Task("rt", "inc", data=i)
@@ -123,7 +123,7 @@ def run(args: argparse.Namespace) -> None:
     db_calls = None
     kwargs: dict[str, Any] = {}
     if args.store != "memory":
-        from bench.sys_nbqueue import Store
+        from bench.nbqueue_store import Store
 
         store = Store(args.store)
         kwargs["db"] = store.url()
@@ -138,7 +138,7 @@ def run(args: argparse.Namespace) -> None:
             queue.add(t)
         queue.wait()
         queue.clear()
-        threaded = not queue._runtime.borrowed
+        threaded = True  # the controller always runs on a thread of its own
         me = psutil.Process()
         kids = me.children()
         main_prof = Profiler(interval=args.interval, async_mode="disabled")

@@ -59,7 +59,7 @@ def main() -> None:
                 throughput(N_W3, lambda i: capp.inc.delay(i), collect, label="w3")
                 | {"storage": storage},
             )
-        s.setting(storage=storage)
+        s.setting(storage=storage, enqueue="one message per task to Redis in memory: never on disk")
         s.note("inc.delay(i); W1/W3 collect with ResultSet.get (Celery's join)")
 
 

@@ -58,7 +58,8 @@ def main() -> None:
             f"SQLite file, journal_mode={journal}, synchronous={SYNC.get(sync, sync)} "
             "(a sync per commit)"
         )
-        s.setting(storage=storage)
+        enqueue = f"one commit per enqueue (SQLite, synchronous={SYNC.get(sync, sync)})"
+        s.setting(storage=storage, enqueue=enqueue)
         s.spawn(cmd, "consumer", cwd=tmp)
         wait_for_pids(lambda: [r.get(**get) for r in [app.whoami(0.02) for _ in range(2)]])
         s.track()

@@ -20,6 +20,11 @@ def whoami(delay: float = 0.0) -> int:
     return os.getpid()
 
 
+def frame_rows(frame: Any) -> int:
+    """The big shared input: a task that reads the object it was given."""
+    return len(frame)
+
+
 # -- nbqueue executors (a plain function ``fn(task)`` is an executor) -----------------------
 def inc_task(task: Any) -> int:
     """W1-W4: the same ``x + 1`` as :func:`inc`; the result is ``{"value": x + 1, ...}``."""
@@ -34,3 +39,8 @@ def progress_task(task: Any) -> int:
             time.sleep(pause)
         task.update_progress(100.0 * i / steps)
     return steps  # type: ignore[no-any-return]
+
+
+def frame_rows_task(task: Any) -> int:
+    """The big shared input for nbqueue: ``task.data`` is the object itself in the worker."""
+    return len(task.data)

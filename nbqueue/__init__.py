@@ -3,13 +3,17 @@ stays responsive."""
 
 from typing import Any
 
+from nbqueue.context import current_task
 from nbqueue.errors import (
     ConfigurationError,
     DatabaseError,
+    DatabaseLostError,
     ExecutorImportError,
     ExecutorImportWarning,
     NbqueueError,
     QueueShutDownError,
+    QueueTimeoutError,
+    RowRejectedError,
     SerializationError,
     SignatureError,
     TaskCancelledError,
@@ -18,26 +22,33 @@ from nbqueue.errors import (
     TaskTimeoutError,
     TaskValidationError,
     UnknownTaskTypeError,
+    UnsignedPayloadError,
     UnsignedPayloadWarning,
     WorkerCrashedError,
 )
 from nbqueue.executor import TaskExecutor
 from nbqueue.queue import Queue
-from nbqueue.task import ErrorRecord, Status, Task, TaskResult, TaskStatus, has_property
+from nbqueue.records import ErrorRecord, Status, TaskResult, TaskStatus, has_property
+from nbqueue.shared import Shared
+from nbqueue.task import Task
+from nbqueue.ui import formatters as _formatters
 
 __version__ = "0.1.0"
 
+# In a notebook, tasks show as live progress bars and queues as HTML summaries.
+_formatters.install_in_running_ipython(Task, Queue)
+
 
 def load_ipython_extension(ipython: Any) -> None:
-    """``%load_ext nbqueue``: the ``%nbqueue`` magic and live task widgets."""
-    from nbqueue import magics
+    """``%load_ext nbqueue``: the ``%nbqueue`` magic and the display of tasks and queues."""
+    from nbqueue.ui import magics
 
-    magics.load(ipython)
+    magics.load(ipython, Task, Queue)
 
 
 def unload_ipython_extension(ipython: Any) -> None:
     """``%unload_ext nbqueue``."""
-    from nbqueue import magics
+    from nbqueue.ui import magics
 
     magics.unload(ipython)
 
@@ -56,6 +67,7 @@ __all__ = [
     "ConfigurationError",
     "DatabaseAdapter",
     "DatabaseError",
+    "DatabaseLostError",
     "ErrorRecord",
     "ExecutorImportError",
     "ExecutorImportWarning",
@@ -63,8 +75,11 @@ __all__ = [
     "NbqueueError",
     "Queue",
     "QueueShutDownError",
+    "QueueTimeoutError",
+    "RowRejectedError",
     "SQLAlchemyAdapter",
     "SerializationError",
+    "Shared",
     "SignatureError",
     "Status",
     "Task",
@@ -77,7 +92,9 @@ __all__ = [
     "TaskTimeoutError",
     "TaskValidationError",
     "UnknownTaskTypeError",
+    "UnsignedPayloadError",
     "UnsignedPayloadWarning",
     "WorkerCrashedError",
+    "current_task",
     "has_property",
 ]

@@ -11,12 +11,20 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import os
+from pathlib import Path
 from typing import Any
 
 from nbqueue.errors import ConfigurationError
 
 #: The range of a 64-bit signed integer, what a database BIGINT holds.
 INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
+#: Longest texts the database columns hold: a task's uid, its type, its key, a name
+#: (worker, host, lease owner).
+MAX_UID_LENGTH = 64
+MAX_TYPE_LENGTH = 255
+MAX_KEY_LENGTH = 1000
+MAX_NAME_LENGTH = 255
 #: The longest finite number of seconds nbqueue accepts for a delay, timeout or lease
 #: (about 31 years): far beyond any real use, and still a valid datetime when added to now.
 MAX_SECONDS = 1e9
@@ -65,16 +73,20 @@ def integer(value: Any, what: str, *, minimum: int = INT64_MIN, maximum: int = I
     return value
 
 
-def number(value: Any, what: str, *, minimum: float = 0.0, above: bool = False) -> float:
-    """A finite real number >= ``minimum`` (> when ``above``), as a float."""
-    expected = f"a finite number {'>' if above else '>='} {minimum:g}"
+def number(value: Any, what: str, *, minimum: float | None = 0.0, above: bool = False) -> float:
+    """A finite real number >= ``minimum`` (> when ``above``; any when None), as a float."""
+    expected = "a finite number"
+    if minimum is not None:
+        expected += f" {'>' if above else '>='} {minimum:g}"
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise fail(what, expected, value)
     try:
         result = float(value)
     except OverflowError:
         raise fail(what, expected, value) from None
-    if not math.isfinite(result) or result < minimum or (above and result == minimum):
+    if not math.isfinite(result):
+        raise fail(what, expected, value)
+    if minimum is not None and (result < minimum or (above and result == minimum)):
         raise fail(what, expected, value)
     return result
 
@@ -104,11 +116,14 @@ def timeout(value: Any, what: str = "timeout") -> float | None:
     return seconds(value, what, allow_zero=True)
 
 
-def moment(value: Any, what: str) -> dt.datetime:
+def moment(value: Any, what: str, *, allow_naive: bool = True) -> dt.datetime:
     """An aware UTC datetime from a datetime (a naive one is local time, as
-    ``datetime.now()`` gives), within the years a database can store."""
+    ``datetime.now()`` gives, unless ``allow_naive`` is False: then it is refused), within
+    the years a database can store."""
     if not isinstance(value, dt.datetime):
         raise fail(what, "a datetime.datetime", value)
+    if not allow_naive and value.utcoffset() is None:
+        raise fail(what, "a timezone-aware datetime.datetime", value)
     try:
         result = value.astimezone(dt.timezone.utc)
     except (OverflowError, ValueError, OSError):
@@ -116,6 +131,21 @@ def moment(value: Any, what: str) -> dt.datetime:
     if result.year < 1970 or result.year > 9998:
         raise fail(what, "a datetime between the years 1970 and 9999", value)
     return result
+
+
+def directory(value: Any, what: str) -> Path | None:
+    """None, or a path (a string or os.PathLike) to a directory that exists."""
+    if value is None:
+        return None
+    if not isinstance(value, (str, os.PathLike)):
+        raise fail(what, "a path to a directory, or None", value)
+    path = Path(value)
+    if not path.is_dir():
+        raise ConfigurationError(
+            f"{what} {str(value)!r} is not a directory (it is resolved from the working "
+            f"directory, {os.getcwd()!r})"
+        )
+    return path
 
 
 def utc(value: dt.datetime) -> dt.datetime:

@@ -7,6 +7,9 @@ specifics (the task, the type, what to do next).
 
 from __future__ import annotations
 
+import concurrent.futures
+import sys
+
 
 class NbqueueError(Exception):
     """nbqueue error."""
@@ -45,7 +48,7 @@ class TaskTimeoutError(NbqueueError):
     if the work needs longer."""
 
 
-class TaskCancelledError(NbqueueError):
+class TaskCancelledError(NbqueueError, concurrent.futures.CancelledError):
     """The task was cancelled."""
 
 
@@ -62,8 +65,29 @@ class TaskFailedError(NbqueueError):
     """The task failed; the original error is attached as __cause__ where it could be rebuilt."""
 
 
-class QueueNotInitializedError(NbqueueError):
-    """The queue has not been started; call queue.init() first."""
+class RemoteTraceback(NbqueueError):
+    """The traceback of an error raised in a worker, attached as the ``__cause__`` of the
+    exception that ``Task.result()`` raises (as ``concurrent.futures`` does for process
+    pools), so that both sides show."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        #: the traceback, formatted
+        self.text = text
+
+    def __str__(self) -> str:
+        return self.text
+
+
+if sys.version_info >= (3, 11):  # concurrent.futures.TimeoutError is TimeoutError
+
+    class QueueTimeoutError(NbqueueError, TimeoutError):
+        """The wait ran out of time; the queue and its tasks go on."""
+
+else:
+
+    class QueueTimeoutError(NbqueueError, concurrent.futures.TimeoutError, TimeoutError):
+        """The wait ran out of time; the queue and its tasks go on."""
 
 
 class QueueShutDownError(NbqueueError):
@@ -73,15 +97,55 @@ class QueueShutDownError(NbqueueError):
 class DatabaseError(NbqueueError):
     """The task database could not be reached or refused an operation (after retries)."""
 
+    #: True when trying the same operation again cannot help: the database refused the data
+    #: or the statement, or it is gone or damaged. False for a transient failure (a lost
+    #: connection, a locked file) that outlasted the retries: the same write may succeed
+    #: later.
+    permanent: bool = False
+
+    def __init__(self, message: str | None = None, *, permanent: bool | None = None) -> None:
+        super().__init__(message)
+        if permanent is not None:
+            self.permanent = permanent
+
 
 class SchemaMismatchError(DatabaseError):
     """The tasks table in the database does not have the layout this nbqueue expects; it
     has been left untouched. Use another table name or move the old table away."""
 
+    permanent = True
+
+
+class DatabaseLostError(DatabaseError):
+    """The database file was deleted or replaced while the queue was using it; what is
+    written now would be lost. Restore the file, or close the adapter to start afresh."""
+
+    permanent = True
+
+
+class RowRejectedError(NbqueueError, ValueError):
+    """Rows with values the database cannot store were refused; nothing was written."""
+
+    def __init__(self, rejected: dict[str, str]) -> None:
+        #: uid -> what is wrong with that row (a row without a usable uid is keyed
+        #: ``"row <index>"``, its position in the batch).
+        self.rejected = dict(rejected)
+        shown = "; ".join(f"{uid}: {problem}" for uid, problem in list(self.rejected.items())[:5])
+        more = len(self.rejected) - 5
+        tail = f"; and {more} more" if more > 0 else ""
+        super().__init__(f"{len(self.rejected)} row(s) refused, nothing was written: {shown}{tail}")
+
 
 class SignatureError(SerializationError):
     """A pickled payload from the database is unsigned or mis-signed and was refused
     (it was not unpickled)."""
+
+
+class UnsignedPayloadError(NbqueueError):
+    """A pickle would be stored unsigned in a shared database, where anyone who can write
+    to the database could swap it for one that runs code on every controller and host that
+    reads it; nothing was stored. Set NBQUEUE_SECRET to the same key on every controller and
+    host, or opt out explicitly with NBQUEUE_ALLOW_UNSIGNED=1."""
 
 
 class CorruptRowError(SerializationError):
@@ -104,7 +168,8 @@ class ExecutorImportWarning(UserWarning):
 
 
 class UnsignedPayloadWarning(UserWarning):
-    """Pickles are stored unsigned in a database other processes can write to."""
+    """Unsigned pickles are accepted from a shared database (the explicit opt-out,
+    NBQUEUE_ALLOW_UNSIGNED), or a stored pickle was refused here."""
 
 
 class TypeGenerationWarning(UserWarning):

@@ -12,11 +12,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("nbqueue")
 
-#: added, dispatched, started, progress, retrying, requeued, finished, removed, cleared,
-#: shutdown. ``task`` is None for cleared and shutdown.
+#: added, dispatched, started, progress, output, retrying, requeued, finished, removed,
+#: cleared, shutdown. ``task`` is None for cleared and shutdown.
 EventKind = Literal[
-    "added", "dispatched", "started", "progress", "retrying", "requeued", "finished",
-    "removed", "cleared", "shutdown",
+    "added", "dispatched", "started", "progress", "output", "retrying", "requeued",
+    "finished", "removed", "cleared", "shutdown",
 ]  # fmt: skip
 Listener = Callable[[str, "Task[Any] | None"], None]
 
@@ -41,7 +41,7 @@ class Events:
         return unsubscribe
 
     def emit(self, kind: EventKind, task: Task[Any] | None = None) -> None:
-        for listener in self._listeners:
+        for listener in tuple(self._listeners):  # views unsubscribe from their own thread
             try:
                 listener(kind, task)
             except Exception:  # a broken observer must not break the queue

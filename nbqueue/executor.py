@@ -1,25 +1,21 @@
-"""TaskExecutor: the hooks that run a task type, and the one place an attempt is run."""
+"""TaskExecutor: the hooks that run a task type; and the wrappers that make a plain
+function an executor."""
 
 from __future__ import annotations
 
-import asyncio
-import datetime as dt
 import inspect
-import threading
-from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Any, Generic, TypeVar
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from nbqueue import retry
-from nbqueue.errors import (
-    ConfigurationError,
-    TaskNotProcessedError,
-    TaskTimeoutError,
-    TaskValidationError,
-)
-from nbqueue.task import DataT, ErrorRecord, ResultT, Status, Task, TaskResult
+from nbqueue.errors import ConfigurationError
+from nbqueue.records import TaskResult
 
-ValidationRule = Callable[[Task[Any]], bool]
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from nbqueue.task import Task
+
+DataT = TypeVar("DataT")
+ResultT = TypeVar("ResultT")
+ValidationRule = Callable[["Task[Any]"], bool]
 
 
 class TaskExecutor(Generic[DataT, ResultT]):
@@ -31,6 +27,10 @@ class TaskExecutor(Generic[DataT, ResultT]):
     Override ``exec`` (sync or ``async``); the other hooks are optional. Hooks run in a
     worker process. ``db`` is an SQLAlchemy Engine when the queue has a database, else None.
     """
+
+    #: True when exec() returns ``{"processed": True, "value": v}`` and the task's result is
+    #: ``v`` itself (functions given to ``Queue.submit``).
+    unwraps_result = False
 
     def __init__(self, task_type: str | None = None) -> None:
         self.task_type = task_type
@@ -73,20 +73,58 @@ class FunctionExecutor(TaskExecutor[Any, Any]):
     def exec(self, task: Task[Any]) -> Any:
         if inspect.iscoroutinefunction(self.fn):
             return self._exec_async(task)
-        return _wrap_value(self.fn(task))
+        return wrap_value(self.fn(task))
 
     async def _exec_async(self, task: Task[Any]) -> TaskResult[Any]:
-        return _wrap_value(await self.fn(task))
+        return wrap_value(await self.fn(task))
 
 
-def _wrap_value(value: Any) -> TaskResult[Any]:
+class CallExecutor(TaskExecutor[Any, Any]):
+    """A function given to ``Queue.submit``: called as ``fn(*args, **kwargs)`` with the
+    task's ``data == {"args": [...], "kwargs": {...}}``; its return value is the task's
+    result. Inside, ``nbqueue.current_task()`` is the running task."""
+
+    unwraps_result = True
+
+    def __init__(self, fn: Callable[..., Any], task_type: str | None = None) -> None:
+        super().__init__(task_type)
+        self.fn = fn
+
+    def exec(self, task: Task[Any]) -> Any:
+        args, kwargs = call_arguments(task.data)
+        if inspect.iscoroutinefunction(self.fn):
+            return self._exec_async(args, kwargs)
+        return {"processed": True, "value": self.fn(*args, **kwargs)}
+
+    async def _exec_async(self, args: list[Any], kwargs: dict[str, Any]) -> TaskResult[Any]:
+        return {"processed": True, "value": await self.fn(*args, **kwargs)}
+
+
+def call_data(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``data`` of a submitted call."""
+    return {"args": list(args), "kwargs": dict(kwargs)}
+
+
+def call_arguments(data: Any) -> tuple[list[Any], dict[str, Any]]:
+    """``(args, kwargs)`` from the data of a submitted call."""
+    if not isinstance(data, Mapping) or set(data) != {"args", "kwargs"}:
+        raise ConfigurationError(
+            f"the data of a submitted call must be {{'args': [...], 'kwargs': {{...}}}}, "
+            f"got {data!r}"
+        )
+    return list(data["args"]), dict(data["kwargs"])
+
+
+def wrap_value(value: Any) -> TaskResult[Any]:
+    """A function executor's return value as a TaskResult."""
     if isinstance(value, Mapping) and "processed" in value:
         return value  # type: ignore[return-value]
     return {"processed": True, "value": value}
 
 
-def as_executor(obj: Any, task_type: str) -> TaskExecutor[Any, Any]:
-    """An executor instance from a TaskExecutor subclass, an instance, or a function."""
+def as_executor(obj: Any, task_type: str, *, call: bool = False) -> TaskExecutor[Any, Any]:
+    """An executor instance from a TaskExecutor subclass, an instance, or a function (a
+    ``fn(task)`` executor, or with ``call`` a function submitted with its arguments)."""
     if isinstance(obj, type) and issubclass(obj, TaskExecutor):
         return obj(task_type)
     if isinstance(obj, TaskExecutor):
@@ -94,7 +132,7 @@ def as_executor(obj: Any, task_type: str) -> TaskExecutor[Any, Any]:
             obj.task_type = task_type
         return obj
     if callable(obj):
-        return FunctionExecutor(obj, task_type)
+        return CallExecutor(obj, task_type) if call else FunctionExecutor(obj, task_type)
     raise ConfigurationError(
         f"an executor must be a TaskExecutor subclass, an instance of one, or a function; "
         f"got {obj!r}"
@@ -107,109 +145,3 @@ def default_type_name(obj: Any) -> str:
     if name == "<lambda>":
         raise ConfigurationError("a lambda has no name; call register(fn, type='my-type')")
     return str(name)
-
-
-Call = Callable[..., Any]
-
-
-def call_sync(fn: Callable[..., Any], *args: Any) -> Any:
-    """Call a hook; run it to completion if it returns an awaitable (no loop is running)."""
-    value = fn(*args)
-    if inspect.isawaitable(value):
-        return asyncio.run(_await(value))
-    return value
-
-
-async def _await(value: Awaitable[T]) -> T:
-    return await value
-
-
-def check_result(result: Any, task: Task[Any]) -> TaskResult[Any]:
-    """exec() must return a mapping whose ``processed`` is True."""
-    if not isinstance(result, Mapping) or "processed" not in result:
-        raise TaskNotProcessedError(
-            f"exec() for task {task.name!r} must return a mapping with 'processed', "
-            f"got {type(result).__name__}"
-        )
-    if result["processed"] is not True:
-        raise TaskNotProcessedError(
-            f"exec() for task {task.name!r} returned processed={result['processed']!r}"
-        )
-    return result  # type: ignore[return-value]
-
-
-def run_attempt(
-    executor: TaskExecutor[Any, Any], task: Task[Any], db: Any, call: Call = call_sync
-) -> TaskResult[Any]:
-    """One attempt: validation rules, exec(), save_result(), on_complete(). Raises whatever
-    went wrong; the caller decides about retries and calls on_failure."""
-    verdict = task.validate(executor.validation_schema())
-    if not verdict:
-        raise TaskValidationError(f"task {task.name!r} failed validation: {verdict.reason}")
-    result = check_result(call(executor.exec, task), task)
-    call(executor.save_result, task, result, db)
-    call(executor.on_complete, task, result, db)
-    return result
-
-
-def will_retry(executor: TaskExecutor[Any, Any], task: Task[Any], error: ErrorRecord) -> bool:
-    """Whether the queue will make another attempt after ``error``."""
-    return task.retry_count < task.max_retries and retry.should_retry(
-        error, retry.validate_schema(executor.retry_schema(), task.type)
-    )
-
-
-def report_failure(
-    executor: TaskExecutor[Any, Any],
-    task: Task[Any],
-    error: BaseException,
-    db: Any,
-    call: Call = call_sync,
-) -> None:
-    """Call on_failure; an error raised there is added to the task's errors, not raised."""
-    try:
-        call(executor.on_failure, task, None, error, db)
-    except Exception as hook_error:
-        task.add_error(hook_error)
-
-
-def execute_in_process(
-    task: Task[Any],
-    executor: TaskExecutor[Any, Any] | Callable[..., Any],
-    retry_schema: Iterable[str | type[BaseException]] | None = None,
-) -> TaskResult[Any]:
-    """Task.execute: one attempt in a thread of this process, bounded by the task's timeout
-    (a timed-out attempt is abandoned, not killed: use a Queue to have it stopped)."""
-    instance = as_executor(executor, task.type)
-    if retry_schema is not None:
-        schema = list(retry_schema)
-        instance.retry_schema = lambda: schema  # type: ignore[method-assign]
-    outcome: dict[str, Any] = {}
-
-    def attempt() -> None:
-        try:
-            outcome["result"] = run_attempt(instance, task, None)
-        except BaseException as exc:  # handed to the calling thread
-            outcome["error"] = exc
-
-    task.status, task.progress = Status.RUNNING, 0.0
-    task.started_at, task.finished_at = dt.datetime.now(dt.timezone.utc), None
-    thread = threading.Thread(target=attempt, name=f"nbqueue-execute-{task.uid[:8]}", daemon=True)
-    thread.start()
-    thread.join(task.timeout)
-    task.finished_at = dt.datetime.now(dt.timezone.utc)
-    if thread.is_alive():
-        outcome["error"] = TaskTimeoutError(
-            f"task {task.name!r} timed out after {task.timeout:g} s"
-        )
-    if "error" not in outcome:
-        task.status, task.progress, task.result = Status.COMPLETED, 100.0, outcome["result"]
-        return outcome["result"]  # type: ignore[no-any-return]
-    error: BaseException = outcome["error"]
-    task.add_error(error)
-    if will_retry(instance, task, task.errors[-1]):
-        task.retry()
-    else:
-        task.status = Status.FAILED
-        report_failure(instance, task, error, None)
-    raise error

@@ -5,28 +5,28 @@ the database (priority, then creation order), runs them with the same hooks, ret
 timeouts and progress reporting as any queue, and writes everything back. SIGTERM (or a
 first Ctrl-C) drains: no new claims, claimed-but-unstarted tasks handed back, running ones
 finished; a second Ctrl-C stops at once (running tasks go back to pending).
+
+A host runs whatever the database holds, so it refuses every unsigned pickle (task data,
+results, executors) wherever the database is -- their tasks fail, in the database, with the
+reason -- unless the opt-out (``--allow-unsigned``, NBQUEUE_ALLOW_UNSIGNED=1) is given; plain
+JSON data and task-file executors need no signature.
 """
 
 from __future__ import annotations
 
 import signal
-import socket
 import sys
 import threading
 from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
 
-from nbqueue import config
+from nbqueue import config, signing, store
 from nbqueue.queue import Queue
 from nbqueue.task import Task
 
 #: How often the main thread checks for a drain request.
 TICK_SECONDS = 1.0
-
-
-def default_name() -> str:
-    return f"{socket.gethostname()}-{__import__('os').getpid()}"
 
 
 class _Signals:
@@ -58,12 +58,18 @@ def serve(
     concurrency: int,
     name: str,
     lease_seconds: float,
+    allow_unsigned: bool = False,
     out: TextIO = sys.stdout,
 ) -> int:
-    """Run a host until SIGTERM or Ctrl-C; returns the exit status."""
+    """Run a host until SIGTERM or Ctrl-C; returns the exit status. ``allow_unsigned`` is
+    the opt-out from refusing unsigned pickles (NBQUEUE_ALLOW_UNSIGNED=1 is another)."""
+    adapter = store.make_adapter(db)
+    assert adapter is not None
+    signer = signing.for_database(adapter.url, host=True, allow_unsigned=allow_unsigned)
+    adapter.signer = signer
     queue = Queue(
         tasks,
-        db=db,
+        db=adapter,
         max_workers=processes,
         tasks_per_worker=concurrency,
         worker_prefix=f"{name}-",
@@ -79,10 +85,10 @@ def serve(
 
     queue.events.subscribe(report)
     try:
-        queue.init()
+        queue.init()  # (warns when unsigned pickles are allowed)
         print(
-            f"{name}: serving {db} with {processes} process(es) x {concurrency}, "
-            f"task types: {', '.join(queue.types) or 'none yet'}",
+            f"{name}: serving {signer.where} with {processes} process(es) x {concurrency}, "
+            f"task types: {', '.join(queue.types) or 'none yet'}; {signer.summary()}",
             file=out,
             flush=True,
         )
@@ -96,5 +102,5 @@ def serve(
     except KeyboardInterrupt:
         print(f"{name}: stopping now; running tasks go back to the queue", file=out, flush=True)
     finally:
-        queue.shutdown()
+        queue.close()  # what is still running goes back to the queue
     return 0

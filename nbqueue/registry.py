@@ -3,6 +3,7 @@ registered from a notebook (shipped to workers with cloudpickle)."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import importlib.util
@@ -10,13 +11,24 @@ import re
 import sys
 import threading
 import traceback
+import warnings
+import weakref
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from types import ModuleType
-from typing import Any
+from types import CodeType, ModuleType
+from typing import TYPE_CHECKING, Any
 
-from nbqueue import serialization
-from nbqueue.errors import ExecutorImportError, UnknownTaskTypeError
-from nbqueue.executor import TaskExecutor, as_executor, default_type_name
+from nbqueue import checks, config, serialization, shared, tracebacks
+from nbqueue.errors import (
+    ConfigurationError,
+    ExecutorImportError,
+    ExecutorImportWarning,
+    UnknownTaskTypeError,
+)
+from nbqueue.executor import CallExecutor, TaskExecutor, as_executor, default_type_name
+
+if TYPE_CHECKING:
+    from nbqueue.task import Task
 
 #: How a worker finds an executor: ("file", path) or ("pickle", digest).
 ExecutorRef = tuple[str, str]
@@ -35,6 +47,8 @@ class ExecutorSpec:
     #: From a shared database and refused (a bad signature): its tasks are claimed and
     #: failed with ``error``, so that no host runs them.
     refused: bool = False
+    #: Code objects of a shipped executor by name (for tracebacks), made on first use.
+    code: dict[str, list[CodeType]] | None = None
 
 
 def module_name(path: Path) -> str:
@@ -99,6 +113,12 @@ class Registry:
 
     def __init__(self) -> None:
         self._specs: dict[str, ExecutorSpec] = {}
+        #: queue.put() objects: their pickles by content hash, while their handle lives
+        self._shared: dict[str, bytes] = {}
+        self._handles: weakref.WeakValueDictionary[str, shared.Shared] = (
+            weakref.WeakValueDictionary()
+        )
+        self._calls: weakref.WeakKeyDictionary[Any, ExecutorSpec] = weakref.WeakKeyDictionary()
 
     @property
     def types(self) -> list[str]:
@@ -125,13 +145,29 @@ class Registry:
             self._specs[task_type] = spec
         return failed
 
+    def load_directory(self, directory: Path) -> dict[str, str]:
+        """:meth:`discover`, then write the directory's typing stubs (unless turned off,
+        see config.generate_types_enabled). Warns of each file that failed to import and
+        returns their tracebacks by task type."""
+        errors = {spec.type: spec.error or "" for spec in self.discover(directory)}
+        for task_type, error in errors.items():
+            warnings.warn(
+                f"nbqueue: task type {task_type!r} is unavailable, its file failed to "
+                f"import:\n{error}",
+                ExecutorImportWarning,
+                stacklevel=3,  # Queue.init()'s caller
+            )
+        if config.generate_types_enabled():
+            from nbqueue import typegen  # (only then: it imports much of typing's world)
+
+            typegen.generate(directory, self.specs())
+        return errors
+
     def register(self, obj: Any, task_type: str | None = None) -> ExecutorSpec:
         """Register an executor defined here (class, instance or function) under a type."""
-        task_type = task_type or default_type_name(obj)
-        if not isinstance(task_type, str):
-            from nbqueue.errors import ConfigurationError
-
-            raise ConfigurationError(f"type must be a string, got {task_type!r}")
+        if task_type is None:
+            task_type = default_type_name(obj)
+        checks.text(task_type, "type", max_length=checks.MAX_TYPE_LENGTH)
         executor = as_executor(obj, task_type)
         payload = serialization.dumps_by_value(obj, f"executor {task_type!r}")
         spec = ExecutorSpec(
@@ -139,6 +175,85 @@ class Registry:
         )
         self._specs[task_type] = spec
         return spec
+
+    def register_call(self, fn: Callable[..., Any]) -> ExecutorSpec:
+        """The executor of a function given to ``Queue.submit``: its type is the function's
+        name and content hash (``fit@3fa2b1c9``), so that different functions of the same
+        name never stand in for each other. Pickled once per function object."""
+        if not callable(fn):
+            raise ConfigurationError(f"submit() takes a callable, got {fn!r}")
+        try:
+            spec = self._calls.get(fn)
+        except TypeError:  # not weakly referenceable (a builtin): pickled every time
+            spec = None
+        if spec is not None and self._specs.get(spec.type) is spec:
+            return spec
+        name = getattr(fn, "__qualname__", None) or type(fn).__name__
+        executor = CallExecutor(fn)  # pickled as the executor: a worker knows what it is
+        payload = serialization.dumps_by_value(executor, f"function {name!r}")
+        digest = serialization.digest(payload)
+        task_type = f"{name[: checks.MAX_TYPE_LENGTH - 9]}@{digest[:8]}"
+        spec = self._specs.get(task_type)
+        if spec is None or spec.ref != ("pickle", digest):
+            executor.task_type = task_type
+            spec = ExecutorSpec(task_type, ("pickle", digest), executor, payload, source=fn)
+            self._specs[task_type] = spec
+        with contextlib.suppress(TypeError):
+            self._calls[fn] = spec
+        return spec
+
+    def code_index(self, task_type: str) -> dict[str, list[CodeType]]:
+        """Where the code of a shipped executor came from (see tracebacks.code_index),
+        made on first use."""
+        spec = self._specs.get(task_type)
+        if spec is None or spec.source is None or spec.ref[0] != "pickle":
+            return {}
+        if spec.code is None:
+            spec.code = tracebacks.code_index(spec.source)
+        return spec.code
+
+    def share(self, obj: Any) -> shared.Shared:
+        """Keep ``obj`` to send to workers once each (``Queue.put``); its handle."""
+        payload = serialization.dumps(obj, "the object given to put()")
+        digest = serialization.digest(payload)
+        handle = self._handles.get(digest)
+        if handle is None:
+            handle = shared.Shared(digest, payload)
+            self._shared[digest] = payload
+            self._handles[digest] = handle
+            shared.provide(digest, obj)
+            weakref.finalize(handle, self._unshare, digest)
+        return handle
+
+    def _unshare(self, digest: str) -> None:
+        self._shared.pop(digest, None)
+        shared.forget(digest)
+
+    def shared_payloads(self, digests: Iterable[str]) -> tuple[tuple[str, bytes], ...]:
+        """The pickles of these shared objects (a task that uses them carries them to its
+        worker); ConfigurationError for a handle this queue does not hold."""
+        try:
+            return tuple((digest, self._shared[digest]) for digest in sorted(digests))
+        except KeyError as missing:
+            raise ConfigurationError(
+                f"the shared object {str(missing.args[0])[:8]} was not put into this queue "
+                "(or its handle is gone): call this queue's put() and use that handle"
+            ) from None
+
+    def prepare(self, task: Task[Any]) -> None:
+        """The task's inputs pickled once, for its workers (with the objects it shares)."""
+        with shared.collecting() as needed:
+            task._payload = serialization.dumps(
+                (task.data, task.metadata, task.user_id), f"data of task {task.name!r}"
+            )
+        if needed:
+            task._shared = self.shared_payloads(needed)
+
+    def claimable(self) -> list[str]:
+        """The types whose tasks this controller may claim: every type but task files that
+        failed to import (executors refused from the database included: their tasks are
+        claimed to be failed, so that nobody waits for them)."""
+        return [t for t, s in sorted(self._specs.items()) if s.error is None or s.refused]
 
     def add_shipped(self, task_type: str, digest: str, payload: bytes) -> ExecutorSpec:
         """Register an executor another controller stored in the shared database (its

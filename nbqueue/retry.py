@@ -8,7 +8,7 @@ from collections.abc import Iterable
 
 from nbqueue import config
 from nbqueue.errors import TaskCancelledError, TaskValidationError
-from nbqueue.task import ErrorRecord
+from nbqueue.records import ErrorRecord
 
 RetrySchema = Iterable["str | type[BaseException]"]
 

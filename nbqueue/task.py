@@ -1,204 +1,68 @@
-"""Task: one unit of work, its options, its state, and what happened to it."""
+"""Task: one unit of work, its options, its state, and what happened to it.
+
+A Task is a :class:`concurrent.futures.Future`: ``result()``, ``exception()``, ``done()``,
+``add_done_callback()``, ``concurrent.futures.wait`` / ``as_completed`` and ``await task``
+all work. Its state is kept up to date by the queue it is added to, on the queue's
+controller thread.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
+import builtins
+import contextlib
 import datetime as dt
-import enum
-import inspect
-import threading
 import time
-import traceback
 import uuid
-from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypedDict, TypeVar
+from collections.abc import Callable, Generator, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from nbqueue import config
-from nbqueue.errors import ConfigurationError, TaskCancelledError, TaskFailedError
+from nbqueue import checks, config, context
+from nbqueue.errors import (
+    ConfigurationError,
+    SerializationError,
+    TaskCancelledError,
+)
+from nbqueue.future import TaskFuture
+from nbqueue.records import (
+    ErrorRecord,
+    Status,
+    TaskResult,
+    TaskStatus,
+    ValidationResult,
+)
 
 if TYPE_CHECKING:
     from nbqueue.executor import TaskExecutor
     from nbqueue.queue import Queue
 
 DataT = TypeVar("DataT")
-ResultT = TypeVar("ResultT")
 
 
-class Status(str, enum.Enum):
-    """Where a task is in its life."""
-
-    PENDING = "pending"
-    RUNNING = "running"
-    RETRYING = "retrying"  # waiting out its back-off before the next attempt
-    COMPLETED = "completed"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-    def __str__(self) -> str:
-        return self.value
-
-    @property
-    def finished(self) -> bool:
-        """True for completed, failed and cancelled."""
-        return self in _FINISHED
-
-
-_FINISHED = frozenset({Status.COMPLETED, Status.FAILED, Status.CANCELLED})
-
-
-class TaskResult(TypedDict, Generic[ResultT], total=False):
-    """What exec() returns: a mapping with ``processed: bool`` plus any fields of your own.
-
-    A plain function registered as an executor may return anything; its return value is
-    wrapped as ``{"processed": True, "value": <return value>}``.
-    """
-
-    processed: bool
-    value: ResultT
-
-
-@dataclasses.dataclass(frozen=True)
-class ErrorRecord:
-    """One error in a task's history: the exception's class name, message and traceback."""
-
-    type: str
-    message: str
-    traceback: str | None = None
-    at: dt.datetime = dataclasses.field(default_factory=lambda: dt.datetime.now(dt.timezone.utc))
-    #: Fully qualified names of the exception's class and bases (for retry_schema classes).
-    classes: tuple[str, ...] = ()
-
-    @classmethod
-    def from_exception(cls, error: BaseException) -> ErrorRecord:
-        tb = "".join(traceback.format_exception(error)) if error.__traceback__ else None
-        classes = tuple(f"{c.__module__}.{c.__qualname__}" for c in type(error).__mro__)
-        return cls(type(error).__name__, str(error), tb, classes=classes)
-
-    def __str__(self) -> str:
-        return f"{self.type}: {self.message}" if self.message else self.type
-
-
-@dataclasses.dataclass(frozen=True)
-class TaskStatus:
-    """A snapshot of one task, as returned by ``Task.get_status()`` and
-    ``Queue.get_task_statuses()``. The status names are also reachable as
-    ``TaskStatus.PENDING`` ... ``TaskStatus.CANCELLED``."""
-
-    PENDING: ClassVar[Status] = Status.PENDING
-    RUNNING: ClassVar[Status] = Status.RUNNING
-    RETRYING: ClassVar[Status] = Status.RETRYING
-    COMPLETED: ClassVar[Status] = Status.COMPLETED
-    FAILED: ClassVar[Status] = Status.FAILED
-    CANCELLED: ClassVar[Status] = Status.CANCELLED
-
-    uid: str
-    name: str
-    type: str
-    status: Status
-    progress: float
-    priority: int
-    retry_count: int
-    max_retries: int
-    created_at: dt.datetime
-    started_at: dt.datetime | None
-    finished_at: dt.datetime | None
-    run_at: dt.datetime | None
-    worker: str | None
-    error: str | None
-    user_id: Any
-    metadata: Mapping[str, Any]
-
-
-@dataclasses.dataclass(frozen=True)
-class ValidationResult:
-    """The outcome of ``Task.validate``; truthy when every rule passed."""
-
-    passed: bool
-    reason: str = "validation passed"
-
-    def __bool__(self) -> bool:
-        return self.passed
-
-
-def has_property(obj: Any, name: str) -> bool:
-    """True when ``obj`` has ``name`` as a mapping key or an attribute (the seed's
-    ``hasProperty``), for use in validation rules."""
-    if isinstance(obj, Mapping):
-        return name in obj
-    return obj is not None and hasattr(obj, name)
-
-
-def _seconds(value: float | dt.timedelta | None, option: str, *, allow_zero: bool) -> float:
-    if isinstance(value, dt.timedelta):
-        value = value.total_seconds()
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigurationError(
-            f"Task {option} must be a number of seconds or a datetime.timedelta, got {value!r}"
-        )
-    if value != value or value < 0 or (value == 0 and not allow_zero):
-        need = "zero or more" if allow_zero else "more than zero"
-        raise ConfigurationError(f"Task {option} must be {need} seconds, got {value!r}")
-    return float(value)
-
-
-def _utc(value: dt.datetime) -> dt.datetime:
-    """Aware UTC datetime; a naive one is taken as local time, like datetime.now()."""
-    return value.astimezone(dt.timezone.utc)
-
-
-def _epoch(value: dt.datetime | None) -> float | None:
-    return None if value is None else value.timestamp()
-
-
-def _from_epoch(value: float | None) -> dt.datetime | None:
-    return None if value is None else dt.datetime.fromtimestamp(value, dt.timezone.utc)
-
-
-def _rule_name(rule: Callable[..., Any]) -> str:
-    name = getattr(rule, "__qualname__", None) or repr(rule)
-    if name.endswith("<lambda>"):
-        try:
-            return inspect.getsource(rule).strip()
-        except (OSError, TypeError):
-            pass
-    return name
-
-
-class _Runtime:
-    """Worker-side hooks a task reports to while it runs (progress, cancellation)."""
-
-    def report_progress(self, task: Task[Any], progress: float) -> None:
-        raise NotImplementedError
-
-    def cancel_event(self, task: Task[Any]) -> threading.Event:
-        raise NotImplementedError
-
-
-class Task(Generic[DataT]):
+class Task(TaskFuture, Generic[DataT]):
     """One unit of work: what to run (``type``), with what (``data``), and how (priority,
-    retries, delay, timeout, run_at). Its state (status, progress, result, errors) is kept
-    up to date by the queue it is added to."""
+    retries, delay, timeout, run_at). Its state (status, progress, result, errors, output)
+    is kept up to date by the queue it is added to. ``key`` names the work: adding or
+    submitting a task whose key an existing task has (unless that one failed or was
+    cancelled) gives that task instead of running the work again."""
 
     __slots__ = (
-        "__weakref__",
-        "_exception",
+        "_hooks",
         "_payload",
-        "_queue",
         "_ready_at",
-        "_result",
-        "_result_bytes",
-        "_runtime",
         "_seq",
+        "_shared",
         "created_at",
         "data",
         "delay",
         "description",
         "errors",
         "finished_at",
+        "key",
         "max_retries",
         "metadata",
         "name",
+        "output",
         "priority",
         "progress",
         "retry_count",
@@ -211,6 +75,34 @@ class Task(Generic[DataT]):
         "user_id",
         "worker",
     )  # fmt: skip
+
+    uid: str
+    name: str
+    type: str
+    description: str | None
+    priority: int
+    max_retries: int
+    delay: float
+    timeout: float
+    run_at: dt.datetime | None
+    data: Any
+    user_id: Any
+    metadata: dict[str, Any]
+    key: str | None
+    created_at: dt.datetime
+    status: Status
+    progress: float
+    retry_count: int
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+    worker: str | None
+    errors: list[ErrorRecord]
+    output: str
+    _hooks: context.AttemptHooks | None
+    _payload: bytes | None
+    _shared: tuple[tuple[str, bytes], ...]
+    _ready_at: float
+    _seq: int
 
     def __init__(
         self,
@@ -226,56 +118,63 @@ class Task(Generic[DataT]):
         user_id: Any = None,
         metadata: Mapping[str, Any] | None = None,
         *,
+        key: str | None = None,
         uid: str | None = None,
     ) -> None:
-        if not isinstance(name, str) or not name:
-            raise ConfigurationError(f"Task name must be a non-empty string, got {name!r}")
-        if not isinstance(type, str) or not type:
-            raise ConfigurationError(f"Task type must be a non-empty string, got {type!r}")
-        if description is not None and not isinstance(description, str):
-            raise ConfigurationError(f"Task description must be a string, got {description!r}")
-        if isinstance(priority, bool) or not isinstance(priority, int):
-            raise ConfigurationError(f"Task priority must be an int, got {priority!r}")
+        self._blank()
+        self.name = checks.text(name, "Task name")
+        self.type = checks.text(type, "Task type", max_length=checks.MAX_TYPE_LENGTH)
+        if description is not None:
+            checks.text(description, "Task description", allow_empty=True)
+        self.description = description
+        self.priority = checks.integer(priority, "Task priority")
         if max_retries is None:
             max_retries = config.default_max_retries()
-        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
-            raise ConfigurationError(f"Task max_retries must be an int >= 0, got {max_retries!r}")
-        if run_at is not None and not isinstance(run_at, dt.datetime):
-            raise ConfigurationError(f"Task run_at must be a datetime, got {run_at!r}")
+        self.max_retries = checks.integer(max_retries, "Task max_retries", minimum=0)
+        self.delay = checks.seconds(delay, "Task delay")
+        if timeout is None:
+            timeout = config.default_timeout()
+        self.timeout = checks.seconds(timeout, "Task timeout", allow_zero=False)
+        self.run_at = None if run_at is None else checks.moment(run_at, "Task run_at")
         if metadata is not None and not isinstance(metadata, Mapping):
-            raise ConfigurationError(f"Task metadata must be a mapping, got {metadata!r}")
-        if uid is not None and (not isinstance(uid, str) or not uid):
-            raise ConfigurationError(f"Task uid must be a non-empty string, got {uid!r}")
-        self.uid: str = uid or uuid.uuid4().hex
-        self.name = name
-        self.type = type
-        self.description = description
-        self.priority = priority
-        self.max_retries = max_retries
-        self.delay = _seconds(delay, "delay", allow_zero=True)
-        self.timeout = _seconds(
-            config.default_timeout() if timeout is None else timeout, "timeout", allow_zero=False
-        )
-        self.run_at = None if run_at is None else _utc(run_at)
-        self.data: DataT | None = data
+            raise checks.fail("Task metadata", "a mapping", metadata)
+        if key is not None:
+            checks.text(key, "Task key", max_length=checks.MAX_KEY_LENGTH)
+        if uid is not None:
+            checks.text(uid, "Task uid", max_length=checks.MAX_UID_LENGTH)
+        self.uid = uid or uuid.uuid4().hex
+        self.key = key
+        self.data = data
         self.user_id = user_id
-        self.metadata: dict[str, Any] = dict(metadata or {})
+        self.metadata = dict(metadata or {})
         self.created_at = dt.datetime.now(dt.timezone.utc)
-        self.status = Status.PENDING
-        self.progress = 0.0
-        self.retry_count = 0
-        self.started_at: dt.datetime | None = None
-        self.finished_at: dt.datetime | None = None
-        self.errors: list[ErrorRecord] = []
-        self.worker: str | None = None
-        self._result: Any = None
-        self._result_bytes: bytes | None = None
-        self._exception: BaseException | None = None
-        self._queue: Queue | None = None
-        self._runtime: _Runtime | None = None
-        self._payload: bytes | None = None
-        self._ready_at = max(self.created_at.timestamp() + self.delay, _epoch(self.run_at) or 0.0)
-        self._seq = 0
+        run_at_epoch = 0.0 if self.run_at is None else self.run_at.timestamp()
+        self._ready_at = max(self.created_at.timestamp() + self.delay, run_at_epoch)
+
+    def _blank(self) -> None:
+        """Every field at its starting value (the options are set by the caller)."""
+        self.description = self.run_at = self.key = None
+        self.data = self.user_id = None
+        self.metadata = {}
+        self.priority, self.delay, self.timeout, self.max_retries = 0, 0.0, 0.0, 0
+        self.status, self.progress, self.retry_count = Status.PENDING, 0.0, 0
+        self.started_at = self.finished_at = self.worker = None
+        self.errors = []
+        self.output = ""
+        self._value = self._result_bytes = self._failure = None
+        self._owner = self._hooks = self._payload = None
+        self._shared = ()
+        self._ready_at, self._seq = 0.0, 0
+        self._future_made = self._settled = False
+
+    @classmethod
+    def restore(cls, uid: str, name: str, type: str, created_at: dt.datetime) -> Task[Any]:
+        """A task rebuilt from elsewhere (a stored row, a worker's copy): identity only,
+        every other field at its starting value, no option checks."""
+        task: Task[Any] = cls.__new__(cls)
+        task._blank()
+        task.uid, task.name, task.type, task.created_at = uid, name, type, created_at
+        return task
 
     def __repr__(self) -> str:
         return (
@@ -283,71 +182,17 @@ class Task(Generic[DataT]):
             f"status={self.status.value} progress={self.progress:.0f}%>"
         )
 
-    def _repr_html_(self) -> str:
-        from nbqueue import display
-
-        return display.task_html(self)
-
-    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> Any:
-        """In a notebook kernel with ipywidgets, a live progress bar."""
-        from nbqueue import display
-
-        return display.task_mimebundle(self, include, exclude)
-
     @property
     def queue(self) -> Queue | None:
         """The queue this task was added to, if any."""
-        return self._queue
-
-    # -- results ---------------------------------------------------------------------------
-    @property
-    def result(self) -> TaskResult[Any] | None:
-        """What exec() returned, once the task has completed (None before)."""
-        if self._result_bytes is not None:
-            from nbqueue import serialization
-
-            self._result = serialization.loads(self._result_bytes)
-            self._result_bytes = None
-        return self._result  # type: ignore[no-any-return]
-
-    @result.setter
-    def result(self, value: TaskResult[Any] | None) -> None:
-        self._result, self._result_bytes = value, None
-
-    @property
-    def error(self) -> ErrorRecord | None:
-        """The most recent error, if any."""
-        return self.errors[-1] if self.errors else None
-
-    def wait(self, timeout: float | None = None) -> TaskResult[Any] | None:
-        """Block until this task has finished; return its result or raise its error.
-
-        In a notebook the kernel's event loop keeps turning while waiting, so widgets update.
-        Raises TimeoutError when ``timeout`` seconds pass first."""
-        if self.status.finished:
-            pass
-        elif self._queue is None:
-            raise TaskFailedError(f"task {self.name!r} is not in a queue; add it first")
-        else:
-            self._queue._wait_for(lambda: self.status.finished, timeout)
-        if self.status is Status.COMPLETED:
-            return self.result
-        raise self._failure()
-
-    def _failure(self) -> BaseException:
-        if self._exception is not None:
-            return self._exception
-        if self.status is Status.CANCELLED:
-            return TaskCancelledError(f"task {self.name!r} ({self.uid}) was cancelled")
-        last = self.error
-        return TaskFailedError(f"task {self.name!r} ({self.uid}) failed: {last or 'unknown error'}")
+        return None if self._owner is None else self._owner.queue
 
     # -- the seed's lifecycle methods ------------------------------------------------------
     def sleep(self, seconds: float) -> Any:
         """Pause for ``seconds``; a cancellation point. In a sync exec() it blocks; in an
         ``async def exec`` use ``await task.sleep(s)``. Raises TaskCancelledError when the
         task has been cancelled."""
-        seconds = _seconds(seconds, "sleep", allow_zero=True)
+        seconds = checks.seconds(seconds, "sleep")
         try:
             asyncio.get_running_loop()
         except RuntimeError:
@@ -356,9 +201,9 @@ class Task(Generic[DataT]):
         return self._sleep_async(seconds)
 
     def _sleep_blocking(self, seconds: float) -> None:
-        if self._runtime is None:
+        if self._hooks is None:
             time.sleep(seconds)
-        elif self._runtime.cancel_event(self).wait(seconds):
+        elif self._hooks.cancel_event(self).wait(seconds):
             raise TaskCancelledError(f"task {self.name!r} was cancelled")
 
     async def _sleep_async(self, seconds: float) -> None:
@@ -371,39 +216,28 @@ class Task(Generic[DataT]):
             await asyncio.sleep(min(left, 0.05))
 
     def _check_cancelled(self) -> None:
-        if self._runtime is not None and self._runtime.cancel_event(self).is_set():
+        if self._hooks is not None and self._hooks.cancel_event(self).is_set():
             raise TaskCancelledError(f"task {self.name!r} was cancelled")
 
     def validate(self, rules: Iterable[Callable[[Task[Any]], bool]]) -> ValidationResult:
         """Run validation rules; the result is falsy, with a reason naming the first failing
         rule, when any rule returns something falsy or raises."""
-        for rule in rules:
-            if not callable(rule):
-                return ValidationResult(False, f"validation rule {rule!r} is not callable")
-            try:
-                ok = rule(self)
-            except Exception as exc:  # a rule that raises is a failed rule
-                return ValidationResult(
-                    False, f"validation rule {_rule_name(rule)} raised {type(exc).__name__}: {exc}"
-                )
-            if not ok:
-                return ValidationResult(
-                    False, f"validation rule {_rule_name(rule)} returned {ok!r}"
-                )
-        return ValidationResult(True)
+        from nbqueue import attempt
+
+        return attempt.validate(self, rules)
 
     def execute(
         self,
         executor: TaskExecutor[Any, Any] | Callable[..., Any],
-        retry_schema: Iterable[str | type[BaseException]] | None = None,
+        retry_schema: Iterable[str | builtins.type[BaseException]] | None = None,
     ) -> TaskResult[Any]:
         """Run one attempt here, in this process: validation, exec() within the task's
         timeout, and the completion hooks. Returns the result; on error records it, sets the
         status to ``retrying`` when ``retry_schema`` and ``max_retries`` allow another
         attempt (``failed`` otherwise) and re-raises."""
-        from nbqueue import executor as executor_module
+        from nbqueue import attempt
 
-        return executor_module.execute_in_process(self, executor, retry_schema)
+        return attempt.execute_here(self, executor, retry_schema)
 
     def retry(self) -> bool:
         """Prepare another attempt: False when ``max_retries`` is used up, else count the
@@ -417,17 +251,20 @@ class Task(Generic[DataT]):
         return True
 
     def cancel(self) -> bool:
-        """Cancel this task (through its queue when it is in one). True when it was pending,
-        retrying or running."""
-        if self._queue is not None:
-            return self._queue.cancel(self.uid)
-        if self._runtime is not None:
-            self._runtime.cancel_event(self).set()
+        """Cancel this task (through its queue when it is in one): pending and retrying
+        tasks at once, a running one at its next cancellation point (or its worker is
+        stopped). True when it was pending, retrying or running; False once it has finished
+        (cancelled included)."""
+        if self._owner is not None:
+            return self._owner.cancel(self.uid)
+        if self._hooks is not None:
+            self._hooks.cancel_event(self).set()
             return True
         if self.status.finished:
             return False
         self.status = Status.CANCELLED
         self.finished_at = dt.datetime.now(dt.timezone.utc)
+        self._settle()
         return True
 
     def update_progress(self, progress: float) -> None:
@@ -440,20 +277,25 @@ class Task(Generic[DataT]):
         ):
             raise ConfigurationError(f"progress must be a number from 0 to 100, got {progress!r}")
         self.progress = float(progress)
-        if self._runtime is not None:
+        if self._hooks is not None:
             self._check_cancelled()
-            self._runtime.report_progress(self, self.progress)
+            self._hooks.report_progress(self, self.progress)
 
     def get_status(self) -> TaskStatus:
         """A snapshot of this task's state."""
         last = self.error
+        result = None
+        if self.status is Status.COMPLETED:
+            with contextlib.suppress(SerializationError):  # (its class is not importable here)
+                result = self._result_value()
         return TaskStatus(
             uid=self.uid, name=self.name, type=self.type, status=self.status,
             progress=self.progress, priority=self.priority, retry_count=self.retry_count,
             max_retries=self.max_retries, created_at=self.created_at,
             started_at=self.started_at, finished_at=self.finished_at, run_at=self.run_at,
             worker=self.worker, error=None if last is None else str(last),
-            user_id=self.user_id, metadata=self.metadata,
+            user_id=self.user_id, metadata=self.metadata, key=self.key, output=self.output,
+            result=result,
         )  # fmt: skip
 
     def ready_to_run(self, now: float | None = None) -> bool:
@@ -469,37 +311,44 @@ class Task(Generic[DataT]):
         else:
             self.errors.append(ErrorRecord(type="Error", message=str(error)))
 
-    # -- wire form (controller <-> worker) -------------------------------------------------
-    def _header(self) -> tuple[Any, ...]:
+    # -- wire form (controller -> worker) --------------------------------------------------
+    def header(self) -> tuple[Any, ...]:
+        """What a worker needs besides the pickled inputs (``data``, ``metadata`` and
+        ``user_id``, in ``_payload``); see :meth:`from_header`."""
         return (
             self.uid, self.name, self.type, self.description, self.priority, self.retry_count,
-            self.max_retries, self.delay, self.timeout, _epoch(self.run_at), self.user_id,
-            self.created_at.timestamp(),
+            self.max_retries, self.delay, self.timeout, _epoch(self.run_at),
+            self.created_at.timestamp(), self.key,
         )  # fmt: skip
 
     @classmethod
-    def _from_header(cls, header: tuple[Any, ...], data: Any, metadata: Any) -> Task[Any]:
-        task: Task[Any] = cls.__new__(cls)
-        (task.uid, task.name, task.type, task.description, task.priority) = header[:5]
-        (task.retry_count, task.max_retries, task.delay, task.timeout) = header[5:9]
-        run_at, task.user_id, created = header[9:]
-        task.run_at = _from_epoch(run_at)
-        task.created_at = _from_epoch(created)  # type: ignore[assignment]
-        task.data, task.metadata = data, metadata
-        task.status, task.progress = Status.RUNNING, 0.0
-        task.started_at = dt.datetime.now(dt.timezone.utc)
-        task.finished_at = task.worker = task._queue = task._runtime = None
-        task.errors, task._result, task._result_bytes, task._exception = [], None, None, None
-        task._payload, task._ready_at, task._seq = None, 0.0, 0
+    def from_header(cls, header: tuple[Any, ...], inputs: tuple[Any, Any, Any]) -> Task[Any]:
+        """The worker's copy of a task, running; ``inputs`` is (data, metadata, user_id)."""
+        uid, name, task_type, description, priority, retry_count = header[:6]
+        max_retries, delay, timeout, run_at, created, key = header[6:]
+        task = cls.restore(uid, name, task_type, _from_epoch(created))
+        task.description, task.priority, task.retry_count = description, priority, retry_count
+        task.max_retries, task.delay, task.timeout = max_retries, delay, timeout
+        task.run_at, task.key = _from_epoch(run_at), key
+        task.data, task.metadata, task.user_id = inputs
+        task.status, task.started_at = Status.RUNNING, dt.datetime.now(dt.timezone.utc)
         return task
+
+
+def _epoch(value: dt.datetime | None) -> float | None:
+    return None if value is None else value.timestamp()
+
+
+def _from_epoch(value: Any) -> Any:
+    return None if value is None else dt.datetime.fromtimestamp(value, dt.timezone.utc)
 
 
 class _Done:
     """An awaitable that is already finished, so ``await task.sleep(s)`` also works in code
     that called sleep without a running loop."""
 
-    def __await__(self) -> Any:
-        return iter(())
+    def __await__(self) -> Generator[Any, None, None]:
+        yield from ()
 
 
 def _done() -> _Done:

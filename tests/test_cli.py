@@ -10,13 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from nbqueue import cli
+from nbqueue.cli import demo
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "tasks"
 
 
-def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, cwd: Path | None = None, **env_vars: str
+) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "NBQUEUE_GENERATE_TYPES"}
+    env.update(env_vars)
     return subprocess.run(
         [sys.executable, "-m", "nbqueue.cli", *args],
         capture_output=True,
@@ -60,12 +63,12 @@ def test_demo_runs_the_examples_and_prints_the_status_table(tmp_path: Path) -> N
     # Not a terminal: plain progress lines, no carriage returns; the last one at 100%.
     assert "\r" not in run.stdout
     progress = [line for line in run.stdout.splitlines() if line.strip().endswith("failed 1")]
-    assert progress and progress[-1].strip().startswith("100.0%")
-    assert "nbqueue demo: 5 completed, 1 failed" in run.stdout
+    assert progress and progress[-1].strip().startswith("6 / 6 finished (100%): ")
+    assert "nbqueue demo: completed 5, failed 1" in run.stdout
 
 
 def test_demo_finds_the_bundled_examples_by_default() -> None:
-    assert cli.default_tasks_dir() == EXAMPLES
+    assert demo.default_tasks_dir() == EXAMPLES
 
 
 def test_demo_without_the_example_files_explains_and_fails(tmp_path: Path) -> None:
@@ -103,7 +106,7 @@ def test_demo_keeps_its_queue_in_sqlite_and_status_reads_it(tmp_path: Path) -> N
 
     status = run_cli("status", "--db", f"sqlite:///{tmp_path / 'nbqueue-demo.db'}", cwd=tmp_path)
     assert status.returncode == 0, status.stdout + status.stderr
-    assert "4 task(s)" in status.stdout and "3 completed, 1 failed" in status.stdout
+    assert "4 task(s)" in status.stdout and "completed 3, failed 1" in status.stdout
     assert len(table_rows(status.stdout)) == 4
 
     again = run_cli("demo", "--count", "2", "--tasks", str(tasks), cwd=tmp_path)
@@ -121,3 +124,16 @@ def test_demo_in_memory_writes_no_file(tmp_path: Path) -> None:
 def test_status_of_a_missing_database_is_an_error(tmp_path: Path) -> None:
     run = run_cli("status", "--db", "not-a-url", cwd=tmp_path)
     assert run.returncode == 2 and "not a database URL" in run.stderr
+
+
+def test_worker_options_from_the_environment_are_checked(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'q.db'}"
+    bad = run_cli("worker", NBQUEUE_DB=db, NBQUEUE_PROCESSES="0", cwd=tmp_path)
+    assert bad.returncode == 2
+    assert "NBQUEUE_PROCESSES must be a whole number above zero" in bad.stderr
+    bad = run_cli("worker", NBQUEUE_DB=db, NBQUEUE_LEASE_SECONDS="soon", cwd=tmp_path)
+    assert bad.returncode == 2 and "must be a number, got 'soon'" in bad.stderr
+    missing = run_cli("worker", NBQUEUE_DB="", cwd=tmp_path)
+    assert missing.returncode == 2 and "--db URL or NBQUEUE_DB" in missing.stderr
+    no_dir = run_cli("worker", NBQUEUE_DB=db, NBQUEUE_TASKS=str(tmp_path / "none"), cwd=tmp_path)
+    assert no_dir.returncode == 2 and "is not a directory" in no_dir.stderr

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -31,6 +32,7 @@ from nbqueue import (
 from nbqueue.backends import DaskBackend
 
 distributed = pytest.importorskip("distributed")
+dask = pytest.importorskip("dask")
 
 N_WORKERS = 2
 THREADS_PER_WORKER = 2
@@ -41,18 +43,22 @@ pytestmark = pytest.mark.timeout(180)
 
 @pytest.fixture(scope="module")
 def client() -> Iterator[Any]:
-    cluster = distributed.LocalCluster(
-        n_workers=N_WORKERS,
-        threads_per_worker=THREADS_PER_WORKER,
-        processes=True,
-        dashboard_address=None,
-    )
-    client = distributed.Client(cluster)
-    try:
-        yield client
-    finally:
-        client.close()
-        cluster.close()
+    # A LocalCluster closes the nanny of a worker that is not back lost-worker-timeout
+    # (15 s) after a removal; a test that kills the worker just when a removal of an earlier
+    # test (a restart) falls due would leave the cluster a worker short for good.
+    with dask.config.set({"distributed.deploy.lost-worker-timeout": "1h"}):
+        cluster = distributed.LocalCluster(
+            n_workers=N_WORKERS,
+            threads_per_worker=THREADS_PER_WORKER,
+            processes=True,
+            dashboard_address=None,
+        )
+        client = distributed.Client(cluster)
+        try:
+            yield client
+        finally:
+            client.close()
+            cluster.close()
     poll(lambda: not _cluster_processes(), timeout=30)
 
 
@@ -147,7 +153,7 @@ def test_priority_order_with_at_most_one_task_per_worker_thread(
         assert sum(w.running for w in q.workers()) == SLOTS
         gate.touch()
         q.wait(120)
-    assert [t.result for t in tasks] == [{"processed": True, "value": "opened"}] * len(tasks)
+    assert [t.result() for t in tasks] == [{"processed": True, "value": "opened"}] * len(tasks)
     dispatched = [p for kind, p in log if kind == "dispatched"]
     assert dispatched == sorted(priorities, reverse=True)
     in_flight = peak = 0
@@ -211,12 +217,12 @@ def test_file_and_notebook_executors_validation_and_async(client: Any, task_dir:
         for t in (good, bad, notebook):
             q.add(t)
         q.wait(60)
-    result = good.result
+    result = good.result()
     assert result is not None and result["square"] == 144  # type: ignore[typeddict-item]
     assert result["pid"] in client.run(os.getpid).values()  # type: ignore[typeddict-item]
     assert bad.status is Status.FAILED and bad.retry_count == 0
     assert bad.errors[-1].type == TaskValidationError.__name__
-    assert notebook.result == {"processed": True, "value": 1005}
+    assert notebook.result() == {"processed": True, "value": 1005}
 
 
 def test_progress_reaches_the_controller_while_the_task_runs(client: Any, marker_dir: Path) -> None:
@@ -375,8 +381,8 @@ def test_worker_loss_is_detected_when_the_user_takes_over_cluster_events(
     client: Any, marker_dir: Path
 ) -> None:
     # A client has one handler per topic: a user subscribing to "all" after the queue
-    # started replaces the backend's. Loss is still detected (the re-run Dask makes of the
-    # lost attempt finds its claim taken), and the user's handler is left in place.
+    # started replaces the backend's. Loss is still detected (the worker is missing from the
+    # list the backend re-reads every few seconds), and the user's handler is left in place.
     seen: list[str] = []
 
     def wait_to_be_killed(task: Task[str]) -> str:
@@ -424,7 +430,7 @@ def test_shutdown_stops_running_tasks_and_leaves_the_cluster_idle(
     q.add(t)
     q.run_automatically(3600)
     poll(lambda: t.progress == 50)
-    q.shutdown()
+    q.close()
     assert t.status is Status.PENDING
     poll(lambda: stopped.exists())  # its flag was raised: it stopped at task.sleep()
     assert stopped.read_text() == "TaskCancelledError"
@@ -478,9 +484,57 @@ def test_persistence_with_a_database_and_hooks_that_use_it_on_the_workers(
         q.wait(60)
     with Queue(task_dir, db=url, max_workers=1) as fresh:  # sees what ran on Dask
         again = [fresh.get_task(t.uid) for t in tasks]
-        assert [a.result["square"] for a in again if a is not None] == [0, 1, 4, 9]  # type: ignore[index]
+        assert [a.result()["square"] for a in again if a is not None] == [0, 1, 4, 9]  # type: ignore[index]
         assert {a.worker for a in again if a is not None} <= set(client.nthreads())
     with sa.create_engine(url).begin() as conn:
         rows = conn.execute(sa.text("SELECT n, square, pid FROM squares ORDER BY n")).all()
     assert [(n, s) for n, s, _ in rows] == [(0, 0), (1, 1), (2, 4), (3, 9)]
     assert {pid for *_, pid in rows} <= set(client.run(os.getpid).values())
+
+
+def test_a_rerun_in_a_new_process_at_the_same_address_runs_nothing(marker_dir: Path) -> None:
+    # Exactly once: an attempt runs only on the worker process it was sent to. Its worker
+    # dies; the nanny restarts it at the same address (a fixed port), where Dask runs the
+    # lost attempt again. The user's "all" handler hides the removal from the queue, so
+    # nothing but that check keeps the re-run from running the task a second time.
+    runs = marker_dir / "runs"
+    runs.mkdir()
+    pidfile = marker_dir / "pid"
+
+    def killed_once(task: Task[None]) -> str:
+        (runs / f"{task.retry_count}-{os.getpid()}-{os.urandom(4).hex()}").touch()
+        if task.retry_count == 0:
+            pidfile.write_text(str(os.getpid()))
+            while True:
+                task.sleep(0.02)
+        return "second attempt"
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cluster = distributed.LocalCluster(
+        n_workers=1,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        worker_port=port,
+        dashboard_address=":0",  # the module's cluster has the default port
+    )
+    own = distributed.Client(cluster)
+    try:
+        address = next(iter(own.nthreads()))
+        with queue_on(own) as q:
+            own.subscribe_topic("all", lambda event: None)  # after the queue's own
+            q.register(killed_once)
+            t = Task("once", "killed_once", max_retries=1)
+            q.add(t)
+            q.run_automatically(3600)
+            poll(lambda: pidfile.exists() and pidfile.read_text())
+            os.kill(int(pidfile.read_text()), signal.SIGKILL)
+            assert t.wait(60) == {"processed": True, "value": "second attempt"}
+            assert set(own.nthreads()) == {address}  # the same address, a new process
+        assert t.retry_count == 1 and [e.type for e in t.errors] == ["WorkerCrashedError"]
+        assert sorted(p.name.split("-")[0] for p in runs.iterdir()) == ["0", "1"]
+    finally:
+        own.close()
+        cluster.close()

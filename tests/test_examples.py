@@ -43,7 +43,7 @@ def test_test_task_completes_with_an_email_made_in_the_controller(examples: Path
     # there as an Email.
     assert task.status is Status.COMPLETED, task.errors
     assert task.retry_count == 0
-    assert task.result == {
+    assert task.result() == {
         "processed": True,
         "data": True,
         "sent_to": ["ada@example.com", "bob@example.com"],
@@ -91,7 +91,7 @@ def test_compress_image_reports_progress_and_returns_the_files(examples: Path) -
         queue.wait(timeout=60)
 
     assert task.status is Status.COMPLETED, task.errors
-    assert task.result == {
+    assert task.result() == {
         "processed": True,
         "files": ["cat-64x48.jpg", "cat-128x96.jpg", "cat-256x192.jpg", "cat-512x384.jpg"],
     }

@@ -114,6 +114,35 @@ def test_crash_is_retried_then_fails_with_worker_crashed(marker_dir: Path) -> No
     assert [e.type for e in t.errors] == ["WorkerCrashedError"] * 3
 
 
+def test_a_task_that_kills_its_worker_at_once_counts_each_attempt() -> None:
+    """Its worker dies before it can say the task started: each attempt counts all the
+    same, so the task stops after max_retries, and the tasks that waited behind it in that
+    worker go back to the queue without penalty and finish."""
+
+    def exit_at_once(task: Task[None]) -> None:
+        os._exit(1)
+
+    def inc(task: Task[int]) -> int:
+        return task.data + 1  # type: ignore[operator]
+
+    with Queue(max_workers=2) as q:
+        q.register(exit_at_once)
+        q.register(inc)
+        crasher = Task("crasher", "exit_at_once", max_retries=2)
+        q.add(crasher)
+        others = [Task(f"other-{i}", "inc", data=i) for i in range(20)]
+        for task in others:
+            q.add(task)
+        with pytest.raises(WorkerCrashedError, match="exit code 1"):
+            crasher.wait(60)
+        assert [task.wait(60)["value"] for task in others] == [i + 1 for i in range(20)]  # type: ignore[index]
+        poll(lambda: len(q.workers()) == 2)  # (a worker is replaced after a back-off)
+        assert sum(w.restarts for w in q.workers()) == 3  # exactly three attempts ran
+    assert crasher.retry_count == 2
+    assert [e.type for e in crasher.errors] == ["WorkerCrashedError"] * 3
+    assert all(task.retry_count == 0 and not task.errors for task in others)
+
+
 def test_sigkill_of_worker_pid_from_outside(marker_dir: Path) -> None:
     pidfile = marker_dir / "pid"
 
@@ -281,7 +310,7 @@ def test_workers_exit_when_the_controller_is_killed(tmp_path: Path) -> None:
         proc.wait(10)
 
 
-def test_shutdown_is_bounded_with_busy_workers() -> None:
+def test_close_is_bounded_with_busy_workers() -> None:
     def forever(task: Task[None]) -> None:
         while True:
             pass
@@ -294,6 +323,6 @@ def test_shutdown_is_bounded_with_busy_workers() -> None:
     q.run_automatically(3600)
     poll(lambda: all(t.started_at for t in tasks))
     pids = [w.pid for w in q.workers()]
-    q.shutdown()
+    q.close()
     assert not any(psutil.pid_exists(p) and psutil.Process(p).status() != "zombie" for p in pids)
     assert all(t.status is Status.PENDING for t in tasks)

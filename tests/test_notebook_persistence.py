@@ -16,9 +16,8 @@ from typing import Any
 import nbformat
 import psutil
 import pytest
-from helpers import text_of
+from helpers import kill_and_restart, still_alive, text_of
 from nbclient import NotebookClient
-from nbclient.util import ensure_async
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = ROOT / "notebooks" / "persistence.ipynb"
@@ -55,32 +54,6 @@ def code_cell(nb: Any, source: str) -> Any:
 
 def code_cell_with(nb: Any, needle: str) -> Any:
     return next(c for c in nb.cells if c.cell_type == "code" and needle in c.source)
-
-
-async def kill_and_restart(client: NotebookClient) -> list[psutil.Process]:
-    """Kill the kernel (SIGKILL to its process group) and start a new one with the same
-    arguments (same working directory), connected to a new kernel client. Returns the
-    processes of the killed kernel."""
-    assert client.km is not None and client.kc is not None
-    kernel = psutil.Process(client.km.provisioner.pid)  # type: ignore[union-attr]
-    processes = [kernel, *kernel.children(recursive=True)]
-    workers = [p for p in processes if "spawn_main" in " ".join(p.cmdline())]
-    assert workers, "the queue's worker process should be running in the first kernel"
-    client.kc.stop_channels()
-    await ensure_async(client.km.restart_kernel(now=True))
-    await client.async_start_new_kernel_client()
-    return processes
-
-
-def still_alive(processes: list[psutil.Process]) -> list[psutil.Process]:
-    alive = []
-    for p in processes:
-        try:
-            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
-                alive.append(p)
-        except psutil.NoSuchProcess:
-            pass
-    return alive
 
 
 def test_persistence_notebook_recovers_after_the_kernel_dies(tmp_path: Path) -> None:
@@ -137,6 +110,6 @@ def test_persistence_notebook_recovers_after_the_kernel_dies(tmp_path: Path) -> 
     # queue.wait() finished every task, and a result from before the restart is there.
     final = statuses(code_cell_with(nb, "queue.wait("))
     assert final == dict.fromkeys(EMAILS | IMAGES, "completed"), final
-    result = text_of(code_cell_with(nb, "welcome_ada.result"))
+    result = text_of(code_cell_with(nb, "welcome_ada.result()"))
     assert "'processed': True" in result and "'sent_to': ['ada@example.com']" in result
     assert (workdir / "nbqueue-notebook.db").exists()

@@ -19,7 +19,7 @@ from typing import Any
 
 import nbformat
 import pytest
-from helpers import html_of, mimetypes_of, text_of
+from helpers import html_of, mimetypes_of, poll, text_of
 from nbclient import NotebookClient
 from nbformat.v4 import new_code_cell, new_notebook
 
@@ -168,7 +168,7 @@ def test_quickstart_notebook() -> None:
     during_wait = client.values(overall, wait_index)
     assert any(0 < v < 100 for v in during_wait), during_wait
 
-    _, email = find_cell(nb, "email.result")
+    _, email = find_cell(nb, "email.result()")
     assert "'sent_to': ['ada@example.com', 'bob@example.com']" in text_of(email)
     _, files = find_cell(nb, "['files']")
     assert "beach-1600x1200.jpg" in text_of(files) and "beach-400x300.jpg" in text_of(files)
@@ -182,7 +182,7 @@ def test_quickstart_notebook() -> None:
     assert "compress-image" in text_of(by_type) and "test-task" in text_of(by_type)
 
     _, status = find_cell(nb, "%nbqueue status")
-    assert "completed 5 (5/5 finished, 100%)" in text_of(status)
+    assert "completed 5: 5 / 5 finished (100%)" in text_of(status)
     assert "Send welcome email" in html_of(status) and "nbqueue-status" in html_of(status)
 
 
@@ -197,7 +197,7 @@ def test_notebook_defined_executors_notebook() -> None:
     assert WIDGET_VIEW in mimetypes_of(fits)
     _, results = find_cell(nb, "queue.wait(timeout=120)")
     assert "'fit 1000': (21.066, 7.465)" in text_of(results)
-    _, fetched = find_cell(nb, "fetched.result")
+    _, fetched = find_cell(nb, "fetched.result()")
     assert "fetched https://example.com/a" in text_of(fetched)
     _, bad = find_cell(nb, "fit nothing")
     assert "TaskValidationError" in text_of(bad) and "failed 0" in text_of(bad)
@@ -210,7 +210,7 @@ def test_dashboard_notebook() -> None:
 
     _, dash = find_cell(nb, "queue.dashboard()")
     assert WIDGET_VIEW in mimetypes_of(dash)
-    assert "nbqueue.Queue (running): 1000 tasks" in text_of(dash)
+    assert "nbqueue.Queue (running): 1,000 tasks" in text_of(dash)
     _, waited = find_cell(nb, "%nbqueue wait")
     assert "nothing pending or running (completed 989, failed 11)" in text_of(waited)
     _, counts = find_cell(nb, 'groupby("status")')
@@ -276,46 +276,75 @@ def test_cells_return_at_once_and_work_goes_on_while_the_kernel_is_idle(
     )
     gate.touch()
     kernel.poll("print(queue.counts()['completed'])", lambda out: out.strip() == "6")
-    assert kernel.ok("print({t.result['value'] for t in tasks})").strip() == "{'done'}"
+    assert kernel.ok("print({t.result()['value'] for t in tasks})").strip() == "{'done'}"
     kernel.poll("print(from_thread)", lambda out: "'value': 'done'" in out)
     kernel.ok("queue.shutdown()")
 
 
-def test_waiting_cells_keep_the_event_loop_turning(kernel: Kernel, tmp_path: Path) -> None:
+def test_dispatch_goes_on_while_a_cell_computes(kernel: Kernel) -> None:
+    """The controller runs on a thread of its own: a cell that computes for 5 s in pure
+    Python (holding the kernel's main thread) does not leave the workers idle."""
+    kernel.ok(
+        """
+        from nbqueue import Queue
+        import time
+
+        def nap(seconds):
+            time.sleep(seconds)
+
+        queue = Queue(max_workers=2).init()
+        tasks = [queue.submit(nap, 0.1) for _ in range(200)]
+        time.sleep(0.5)  # the first ones are running
+        """
+    )
+    busy = kernel.ok(
+        """
+        before = sum(t.done() for t in tasks)
+        end = time.monotonic() + 5
+        n = 0
+        while time.monotonic() < end:  # pure Python: the main thread never lets go
+            n += 1
+        during = sum(t.done() for t in tasks) - before
+        print(during)
+        """
+    )
+    # 2 workers x 5 s / 0.1 s is 100 at best; each worker holds at most 1 + 5 tasks of
+    # 0.1 s (PREFETCH_SECONDS of work), so more than 12 means dispatch went on
+    assert int(busy) >= 20, busy
+    kernel.ok("queue.shutdown(cancel_futures=True)")
+
+
+def test_widgets_keep_updating_while_a_cell_waits(kernel: Kernel, tmp_path: Path) -> None:
     gate = tmp_path / "gate"
     kernel.ok(SETUP)
     kernel.ok("%load_ext nbqueue")
-    # A coroutine on the kernel's loop opens the gate only after it has run a few times
-    # and the dashboard has redrawn twice while the cell below waits: if wait() blocked the
-    # loop, the tasks would never finish and the wait would time out.
+    # A thread opens the gate once the dashboard has redrawn twice while the cell below
+    # waits: if waiting stopped the redraws, the tasks would never finish and the wait would
+    # time out.
     kernel.ok(
         f"""
-        waiting = False
-        turns = 0
+        import threading
+        waiting = threading.Event()
 
-        async def opener():
-            global turns
-            while True:
-                await asyncio.sleep(0.01)
-                if waiting:
-                    turns += 1
-                    if turns >= 20 and len(dash.flush_times) >= redraws + 2:
-                        Path({str(gate)!r}).touch()
+        def opener():
+            waiting.wait()
+            while len(dash.flush_times) < redraws + 2:
+                time.sleep(0.01)
+            Path({str(gate)!r}).touch()
 
-        opener_task = asyncio.get_running_loop().create_task(opener())
         tasks = [Task(f"t{{i}}", "gated", data={str(gate)!r}) for i in range(3)]
         for t in tasks:
             queue.add(t)
         dash = queue.dashboard()
+        threading.Thread(target=opener, daemon=True).start()
         dash
         """
     )
     wait_cell = kernel.run(
-        "redraws = len(dash.flush_times)\nwaiting = True\nqueue.wait(timeout=60)\n"
+        "redraws = len(dash.flush_times)\nwaiting.set()\nqueue.wait(timeout=60)\n"
         "print(queue.counts())"
     )
     assert "'completed': 3" in text_of(wait_cell), text_of(wait_cell)
-    assert int(kernel.ok("print(turns)")) >= 20
     # task.wait() too, and the widgets were redrawn while the cell waited.
     out = kernel.ok(
         f"t = Task('late', 'gated', data={str(gate)!r}); queue.add(t); print(t.wait(30))"
@@ -324,7 +353,7 @@ def test_waiting_cells_keep_the_event_loop_turning(kernel: Kernel, tmp_path: Pat
     wait_index = kernel.nb.cells.index(wait_cell)
     updates = [state for index, _, state in kernel.client.comm_log if index == wait_index]
     assert updates, "no widget update reached the front end while the cell waited"
-    kernel.ok("opener_task.cancel()\nqueue.shutdown()")
+    kernel.ok("queue.shutdown()")
 
 
 def test_interrupting_a_waiting_cell_leaves_the_kernel_usable(
@@ -346,13 +375,10 @@ def test_interrupting_a_waiting_cell_leaves_the_kernel_usable(
     cell = kernel.run(f"Path({str(waiting)!r}).touch()\nqueue.wait()")
     interrupter.join()
     assert "KeyboardInterrupt" in text_of(cell)
-    # No waiter is left behind on the kernel's loop, and the queue still works.
-    orphans = kernel.ok(
-        "loop = asyncio.get_running_loop()\n"
-        "print(sum('_wait_async' in repr(x) for x in asyncio.all_tasks(loop)))"
-    )
-    assert orphans.strip() == "0"
+    assert "wait interrupted; the queue keeps running in the background" in text_of(cell)
+    # The queue went on without anyone waiting: the task finishes while the kernel idles.
     gate.touch()
+    poll(lambda: kernel.ok("print(t.status)").strip() == "completed", timeout=30)
     assert "'value': 'done'" in kernel.ok("print(t.wait(30))")
     kernel.ok("queue.shutdown()")
 
@@ -382,7 +408,12 @@ def test_magics(kernel: Kernel, tmp_path: Path) -> None:
     assert f"cancelled 'held 0' ({uid[:8]}, was pending)" in kernel.ok(f"%nbqueue cancel {uid[:8]}")
     assert "cancelled 'held 1'" in kernel.ok("%nbqueue cancel 'held 1'")
     assert "already cancelled" in kernel.ok("%nbqueue cancel 'held 1'")
-    assert "UsageError" in text_of(kernel.run("%nbqueue cancel nosuchtask"))
+    # The whole text may name one task, spaces and all, without quotes.
+    assert "already cancelled" in kernel.ok("%nbqueue cancel held 1")
+    unknown = text_of(kernel.run("%nbqueue cancel nosuchtask"))
+    assert "UsageError" in unknown and "uid prefix or name 'nosuchtask'" in unknown
+    unknown = text_of(kernel.run("%nbqueue cancel held 9"))
+    assert "UsageError" in unknown and "'held'" in unknown and "'held 9'" in unknown
 
     dash = kernel.run("%nbqueue dashboard")
     assert WIDGET_VIEW in mimetypes_of(dash)
@@ -421,6 +452,83 @@ def test_magics(kernel: Kernel, tmp_path: Path) -> None:
     kernel.ok("queue.shutdown()")
 
 
+# -- display and redraws -------------------------------------------------------------------
+def test_tasks_and_queues_display_with_and_without_the_extension(
+    kernel: Kernel, tmp_path: Path
+) -> None:
+    """``import nbqueue`` registers how a Task (live bar + HTML) and a Queue (HTML) display;
+    ``%load_ext nbqueue`` keeps that, and so does ``%unload_ext``."""
+    gate = tmp_path / "gate"
+    kernel.ok(SETUP)
+    kernel.ok(f"shown = Task('shown <b>', 'gated', data={str(gate)!r}); queue.add(shown)")
+    for step in ("import only", "%load_ext nbqueue", "%unload_ext nbqueue"):
+        if step != "import only":
+            kernel.ok(step)
+        task_cell = kernel.run("shown")
+        assert {WIDGET_VIEW, "text/html", "text/plain"} <= mimetypes_of(task_cell), step
+        assert "shown &lt;b&gt;" in html_of(task_cell) and "nbqueue-task" in html_of(task_cell)
+        assert "<Task 'shown <b>' type='gated'" in text_of(task_cell), step
+        queue_cell = kernel.run("queue")
+        assert "nbqueue.Queue" in html_of(queue_cell) and "1 tasks" in html_of(queue_cell), step
+        assert "<nbqueue.Queue running, 1 tasks" in text_of(queue_cell), step
+    gate.touch()
+    kernel.ok("shown.wait(60)\nqueue.shutdown()")
+
+
+def test_widgets_move_while_a_cell_blocks_the_kernel(kernel: Kernel, tmp_path: Path) -> None:
+    """Redraws do not need the kernel's event loop: with the controller on a thread of its
+    own, a cell that blocks in time.sleep still sees the dashboard's bar reach 100 %, and
+    the widget updates reach the front end on behalf of that cell."""
+    gate = tmp_path / "gate"
+    kernel.ok(
+        """
+        import os, threading, time
+        from nbqueue import Queue, Task
+
+        queue = Queue(max_workers=2)
+
+        @queue.register
+        def gated(task):
+            task.update_progress(50)
+            while not os.path.exists(task.data):
+                task.sleep(0.02)
+            return "done"
+
+        # init() from a thread without an event loop: the controller gets a loop thread
+        # of its own (as every controller will), so it goes on while this kernel is busy.
+        starter = threading.Thread(target=queue.init)
+        starter.start()
+        starter.join()
+        """
+    )
+    dash_cell = kernel.run(
+        f"""
+        tasks = [Task(f"t{{i}}", "gated", data={str(gate)!r}) for i in range(4)]
+        for t in tasks:
+            queue.add(t)
+        queue.run_automatically()
+        dash = queue.dashboard()
+        dash
+        """
+    )
+    assert WIDGET_VIEW in mimetypes_of(dash_cell)
+    kernel.poll("print(queue.counts()['running'])", lambda out: out.strip() == "2")
+    blocked = kernel.run(
+        f"""
+        open({str(gate)!r}, "w").close()  # the tasks may finish now
+        deadline = time.monotonic() + 60
+        while dash.percent < 100 and time.monotonic() < deadline:
+            time.sleep(0.05)  # the kernel's loop does not turn meanwhile
+        print(dash.percent, threading.main_thread() is threading.current_thread())
+        """
+    )
+    assert text_of(blocked).strip() == "100.0 True"
+    index = kernel.nb.cells.index(blocked)
+    overall = kernel.client.models_with_class("nbqueue-overall")
+    assert 100.0 in kernel.client.values(overall, index)
+    kernel.ok("queue.shutdown()")
+
+
 # -- the same code outside a notebook ----------------------------------------------------
 SAME_CODE = """
 from nbqueue import Queue, Task
@@ -437,7 +545,7 @@ for t in tasks:
     queue.add(t)
 queue.run_automatically()
 queue.wait(60)
-print("results", [t.result["value"] for t in tasks], tasks[-1].wait(10)["value"])
+print("results", [t.result()["value"] for t in tasks], tasks[-1].wait(10)["value"])
 print(queue.dashboard())
 queue.shutdown()
 """
@@ -472,29 +580,28 @@ def test_the_same_code_runs_as_a_script_under_asyncio_run_and_in_a_kernel(
     # print(queue.dashboard()) prints the same text snapshot everywhere (in a notebook the
     # dashboard is a live widget when displayed instead of printed).
     for out in (as_script, under_asyncio, in_kernel):
-        assert "[####################] 4/4 finished (100%)\ncompleted 4" in out, out
+        assert "[####################] 4 / 4 finished (100%)\ncompleted 4" in out, out
 
 
 def test_cells_queued_behind_a_waiting_cell_all_run(tmp_path: Path) -> None:
     """Run All sends every cell at once: those that arrive while a cell waits must run
-    afterwards, in order (with nest-asyncio they were lost on ipykernel 7)."""
+    afterwards, in order."""
     from jupyter_client.manager import start_new_kernel
 
     km, kc = start_new_kernel(kernel_name="python3", cwd=str(tmp_path))
     try:
         setup = kc.execute(SETUP)
-        assert kc.get_shell_msg(timeout=CELL_TIMEOUT)["parent_header"]["msg_id"] == setup
+        # Replies to the kernel_info requests of the start-up may still come first.
+        while (reply := kc.get_shell_msg(timeout=CELL_TIMEOUT))["msg_type"] == "kernel_info_reply":
+            pass
+        assert reply["parent_header"]["msg_id"] == setup
         gate = tmp_path / "gate"
-        # The gate opens only after the loop has turned for a while inside the wait, by
-        # which time the cells sent with it have reached the kernel.
+        # The gate opens a moment after the wait starts, by which time the cells sent with
+        # it have reached the kernel.
         waiting = f"""
-async def open_gate_later():
-    for _ in range(30):
-        await asyncio.sleep(0.01)
-    Path({str(gate)!r}).touch()
-
+import threading
 queue.add(Task("held", "gated", data={str(gate)!r}))
-opener = asyncio.get_running_loop().create_task(open_gate_later())
+threading.Timer(0.5, Path({str(gate)!r}).touch).start()
 queue.wait(60)
 print("waited")
 """

@@ -50,7 +50,7 @@ def test_closure_executor_and_result_round_trip() -> None:
         for t in tasks:
             q.add(t)
         q.wait(60)
-    assert [t.result["value"] for t in tasks] == [i + 100 for i in range(20)]  # type: ignore[index]
+    assert [t.result()["value"] for t in tasks] == [i + 100 for i in range(20)]  # type: ignore[index]
     assert {t.worker for t in tasks} <= {"nbqueue-worker-0", "nbqueue-worker-1"}
     assert all(t.started_at and t.finished_at and t.started_at <= t.finished_at for t in tasks)
 
@@ -104,7 +104,7 @@ def test_tasks_per_worker_run_concurrently(marker_dir: Path) -> None:
             q.add(t)
         q.wait(60)
     assert [t.status for t in tasks] == [Status.COMPLETED] * 3
-    assert len({t.result["value"] for t in tasks}) == 1  # type: ignore[index]
+    assert len({t.result()["value"] for t in tasks}) == 1  # type: ignore[index]
 
 
 def test_hooks_run_in_worker_and_errors_arrive(task_dir: Path, marker_dir: Path) -> None:
@@ -256,8 +256,8 @@ def test_delay_and_run_at_are_honoured() -> None:
         delayed, scheduled = Task("d", "stamp", delay=0.3), Task("s", "stamp", run_at=at)
         q.add(delayed).add(scheduled)
         q.wait(60)
-    assert delayed.result["value"] >= delayed.created_at.timestamp() + 0.3  # type: ignore[index]
-    assert scheduled.result["value"] >= at.timestamp()  # type: ignore[index]
+    assert delayed.result()["value"] >= delayed.created_at.timestamp() + 0.3  # type: ignore[index]
+    assert scheduled.result()["value"] >= at.timestamp()  # type: ignore[index]
 
 
 def test_status_frame_and_statuses() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -100,7 +101,7 @@ def test_two_hosts_share_the_work_exactly_once(
         for t in tasks:
             client.add(t)
         client.wait(180)
-        assert [t.result["value"] for t in tasks] == list(range(200))  # type: ignore[index]
+        assert [t.result()["value"] for t in tasks] == list(range(200))  # type: ignore[index]
         workers = Counter(t.worker.split("-")[0] for t in tasks if t.worker)
     assert set(runs(marker_dir).values()) == {1} and len(runs(marker_dir)) == 200
     assert set(workers) == {"host1", "host2"}, workers
@@ -116,7 +117,7 @@ def test_a_killed_host_s_task_is_finished_by_another(
     first = Host(postgres_url, shared_tasks, "doomed", tmp_path / "doomed.log")
     hosts.append(first)
     with Queue(shared_tasks, db=postgres_url, max_workers=0) as client:
-        long = Task("long", "record", data={"i": 7, "hold": True}, max_retries=0)
+        long = Task("long", "record", data={"i": 7, "hold": True}, max_retries=1)
         client.add(long)
         poll(lambda: (marker_dir / "held").exists(), timeout=60)
         first.kill()  # SIGKILL of the host's whole process group
@@ -125,6 +126,8 @@ def test_a_killed_host_s_task_is_finished_by_another(
         assert long.wait(120) == {"processed": True, "value": 7}
         assert long.worker is not None and long.worker.startswith("rescuer")
         assert long.status is Status.COMPLETED
+        # the lost attempt counted: one retry, and why
+        assert long.retry_count == 1 and [e.type for e in long.errors] == ["WorkerCrashedError"]
     assert runs(marker_dir)[long.uid] == 2  # once on the dead host, once to completion
 
 
@@ -164,7 +167,7 @@ def test_a_closure_travels_through_the_database_to_a_host(
         for t in tasks:
             client.add(t)
         client.wait(120)
-        assert [t.result["value"] for t in tasks] == [i * 7 for i in range(5)]  # type: ignore[index]
+        assert [t.result()["value"] for t in tasks] == [i * 7 for i in range(5)]  # type: ignore[index]
         assert all(t.worker and t.worker.startswith("h-") for t in tasks)
     status = subprocess.run(
         [sys.executable, "-m", "nbqueue.cli", "status", "--db", postgres_url],
@@ -215,7 +218,7 @@ def test_a_stalled_host_that_lost_its_lease_stops_and_writes_nothing(
     stalled = Host(postgres_url, shared_tasks, "stalled", tmp_path / "stalled.log")
     hosts.append(stalled)
     with Queue(shared_tasks, db=postgres_url, max_workers=0) as client:
-        long = Task("long", "record", data={"i": 3, "hold": True}, max_retries=0)
+        long = Task("long", "record", data={"i": 3, "hold": True}, max_retries=1)
         client.add(long)
         poll(lambda: (marker_dir / "held").exists(), timeout=60)
         os.killpg(stalled.proc.pid, signal.SIGSTOP)  # the whole host freezes past its lease
@@ -226,8 +229,9 @@ def test_a_stalled_host_that_lost_its_lease_stops_and_writes_nothing(
         finally:
             os.killpg(stalled.proc.pid, signal.SIGCONT)
         poll(lambda: "lost the lease" in stalled.log.read_text(), timeout=60)
-    [row] = sql(postgres_url, "SELECT status, worker FROM tasks")
+    [row] = sql(postgres_url, "SELECT status, worker, retry_count FROM tasks")
     assert row[0] == "completed" and row[1].startswith("rescuer")
+    assert row[2] == 1  # the stalled host's attempt counted
     assert stalled.stop() == 0
 
 
@@ -250,7 +254,8 @@ def test_options_from_the_environment_and_ctrl_c_twice_stops_at_once(
             stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env,
         )  # fmt: skip
     try:
-        with Queue(shared_tasks, db=postgres_url, max_workers=0) as client:
+        with contextlib.closing(Queue(shared_tasks, db=postgres_url, max_workers=0)) as client:
+            client.init()
             held = Task("held", "record", data={"i": 1, "hold": True}, max_retries=0)
             client.add(held)
             poll(lambda: (marker_dir / "held").exists(), timeout=60)

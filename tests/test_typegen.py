@@ -17,6 +17,7 @@ import nbqueue
 from nbqueue import Queue, TaskExecutor, typegen
 from nbqueue.errors import TypeGenerationWarning
 from nbqueue.registry import ExecutorSpec, Registry
+from nbqueue.typegen import stub
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "tasks"
 
@@ -165,7 +166,8 @@ def test_types_that_cannot_be_expressed_fall_back_to_any(task_dir: Path) -> None
     (task_dir / "odd-keys.py").write_text(
         "from __future__ import annotations\n"
         "import dataclasses\n"
-        "from typing import Literal, NotRequired, TypedDict\n"
+        "from typing import Literal, TypedDict\n"
+        "from typing_extensions import NotRequired  # (typing's has it from Python 3.11)\n"
         "from nbqueue import TaskExecutor\n\n"
         "@dataclasses.dataclass\nclass Local:\n    x: int\n\n"
         "OddData = TypedDict('OddData', {'from': str, 'local': Local, 'mode': Literal['a', 1],"
@@ -201,11 +203,11 @@ def test_executor_type_args_are_read_from_the_generic_base() -> None:
     class Bare(TaskExecutor):  # type: ignore[type-arg]
         pass
 
-    assert typegen.executor_type_args(Direct) == (Data, int)
-    assert typegen.executor_type_args(Inherited) == (Data, int)
-    assert typegen.executor_type_args(Bare) == (Any, Any)
-    assert typegen.pascal_case("compress-image") == "CompressImage"
-    assert typegen.pascal_case("3d_render") == "T3dRender"
+    assert stub.executor_type_args(Direct) == (Data, int)
+    assert stub.executor_type_args(Inherited) == (Data, int)
+    assert stub.executor_type_args(Bare) == (Any, Any)
+    assert stub.pascal_case("compress-image") == "CompressImage"
+    assert stub.pascal_case("3d_render") == "T3dRender"
 
 
 def test_a_type_checker_checks_user_code_against_the_stub(examples: Path, tmp_path: Path) -> None:

@@ -5,12 +5,20 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from nbqueue.backends.base import BackendSink, ExecutionBackend, WorkerInfo
+from nbqueue.backends.inprocess import InProcessBackend
 from nbqueue.backends.local import LocalBackend
 
 if TYPE_CHECKING:
     from nbqueue.backends.dask import DaskBackend
 
-__all__ = ["BackendSink", "DaskBackend", "ExecutionBackend", "LocalBackend", "WorkerInfo"]
+__all__ = [
+    "BackendSink",
+    "DaskBackend",
+    "ExecutionBackend",
+    "InProcessBackend",
+    "LocalBackend",
+    "WorkerInfo",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -8,9 +8,30 @@ import dataclasses
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    import asyncio
+    import threading
+    from collections.abc import Callable
+
+    from nbqueue.records import ErrorRecord
     from nbqueue.registry import ExecutorSpec
-    from nbqueue.runtime import Runtime
-    from nbqueue.task import ErrorRecord, Task
+    from nbqueue.task import Task
+
+
+class Runtime(Protocol):
+    """The controller's loop, as a backend sees it: every backend method is called with
+    ``lock`` held, and what a backend reports must be reported on ``loop`` with ``lock``
+    held."""
+
+    lock: threading.RLock
+    loop: asyncio.AbstractEventLoop
+
+    def in_loop_thread(self) -> bool: ...
+
+    def call_soon(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run ``fn(*args)`` on the loop (from any thread)."""
+
+    def call_later(self, delay: float, fn: Callable[..., Any]) -> asyncio.TimerHandle | None:
+        """Run ``fn`` on the loop after ``delay`` seconds."""
 
 
 class BackendSink(Protocol):
@@ -25,6 +46,9 @@ class BackendSink(Protocol):
     def task_failed(
         self, uid: str, error: ErrorRecord, exception: bytes | None, errors: list[ErrorRecord]
     ) -> None: ...
+
+    def task_output(self, uid: str, text: str) -> None:
+        """Something the task wrote (stdout, stderr, a log record)."""
 
     def task_lost(self, uid: str, error: BaseException | None) -> None:
         """The task's worker went away; ``error`` None means requeue without penalty."""

@@ -6,35 +6,52 @@ import multiprocessing
 import os
 import pickle
 import signal
+import time
+from collections.abc import Iterable
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 
-from nbqueue import config, protocol, serialization, worker
+from nbqueue import checks, config, protocol, serialization
+from nbqueue.backends import worker
 from nbqueue.backends.base import BackendSink, ExecutionBackend, WorkerInfo
 from nbqueue.errors import ConfigurationError, WorkerCrashedError
 
 if TYPE_CHECKING:
     from multiprocessing.process import BaseProcess
 
+    from nbqueue.backends.base import Runtime
     from nbqueue.registry import ExecutorSpec
-    from nbqueue.runtime import Runtime
     from nbqueue.task import Task
 
 #: Most messages read from one worker per loop callback, so one busy worker cannot starve
 #: the others.
 MAX_READS_PER_CALLBACK = 64
-#: Tasks sent to a worker ahead of its free threads, as multiples of tasks_per_worker: they
-#: wait in the worker, so that a thread that frees up starts the next task at once and one
-#: pipe message carries several tasks.
-PREFETCH = 4
+#: Tasks sent to a worker ahead of its free threads wait there, so that a thread that frees
+#: up starts the next task at once (even while the controller is slowed down, say by a cell
+#: computing in the kernel), and one pipe message carries several tasks. How many: enough
+#: for about PREFETCH_SECONDS of work at the attempts' average duration, at most
+#: PREFETCH_MAX. Long tasks get none, so that one worker never hoards tasks another,
+#: idle worker could run.
+PREFETCH_SECONDS = 0.5
+PREFETCH_MAX = 16
+#: Weight of the newest attempt in the average duration.
+DURATION_WEIGHT = 0.2
 
 
 class _Worker:
-    def __init__(self, slot: int, name: str, process: BaseProcess, conn: Connection) -> None:
+    def __init__(
+        self, slot: int, name: str, process: BaseProcess, conn: Connection, table: Any
+    ) -> None:
         self.slot, self.name, self.process, self.conn = slot, name, process, conn
+        # Shared with the worker process: the number of each task it runs (the nth task
+        # sent to it is number n), 0 for a free place; it outlives the process.
+        self.table = table
         self.tasks: dict[str, Task[Any]] = {}  # sent to it, started or waiting there
-        self.started: set[str] = set()
+        self.numbers: dict[str, int] = {}  # uid -> its number, for the tasks above
+        self.sent = 0
+        self.started: dict[str, float] = {}  # uid -> when it started (epoch seconds)
         self.digests: set[str] = set()
+        self.shared: set[str] = set()  # queue.put() objects it has
         self.aborted: set[str] = set()
         self.killed = False  # stopped on purpose (a timeout or cancel of one of its tasks)
         self.fatal: str | None = None
@@ -59,7 +76,7 @@ class LocalBackend(ExecutionBackend):
     def __init__(
         self,
         *,
-        max_workers: int = config.DEFAULT_MAX_WORKERS,
+        max_workers: int = 1,
         tasks_per_worker: int = config.DEFAULT_TASKS_PER_WORKER,
         worker_prefix: str = config.DEFAULT_WORKER_PREFIX,
         db_url: str | None = None,
@@ -70,8 +87,10 @@ class LocalBackend(ExecutionBackend):
         ):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ConfigurationError(f"{option} must be an int >= {low}, got {value!r}")
-        if not isinstance(worker_prefix, str):
-            raise ConfigurationError(f"worker_prefix must be a string, got {worker_prefix!r}")
+        # a worker's name (prefix + number) is stored with each task it runs
+        checks.text(
+            worker_prefix, "worker_prefix", max_length=checks.MAX_NAME_LENGTH - 10, allow_empty=True
+        )
         self.max_workers = max_workers
         self.tasks_per_worker = tasks_per_worker
         self.worker_prefix = worker_prefix
@@ -81,6 +100,7 @@ class LocalBackend(ExecutionBackend):
         self._crashes: dict[int, int] = {}
         self._restarts: dict[int, int] = {}
         self._stopping = False
+        self._duration: float | None = None  # average attempt duration, seconds
         self._sink: BackendSink | None = None
         self._runtime: Runtime | None = None
 
@@ -96,16 +116,17 @@ class LocalBackend(ExecutionBackend):
             return
         ctx = multiprocessing.get_context("spawn")
         ours, theirs = ctx.Pipe(duplex=True)
+        table = ctx.RawArray("q", self.tasks_per_worker)
         name = f"{self.worker_prefix}{slot}"
         process = ctx.Process(
             target=worker.main,
-            args=(theirs, self.tasks_per_worker, self.db_url, os.getpid()),
+            args=(theirs, self.tasks_per_worker, self.db_url, os.getpid(), table),
             name=name,
             daemon=True,
         )
         process.start()
         theirs.close()
-        w = _Worker(slot, name, process, ours)
+        w = _Worker(slot, name, process, ours, table)
         self._workers[slot] = w
         self._runtime.loop.add_reader(ours.fileno(), self._on_readable, w)
 
@@ -137,17 +158,28 @@ class LocalBackend(ExecutionBackend):
 
     # -- dispatch ------------------------------------------------------------------------
     def free_slots(self) -> int:
-        return sum(
-            self.tasks_per_worker * PREFETCH - len(w.tasks)
-            for w in self._workers.values()
-            if not w.killed
-        )
+        window = self.tasks_per_worker + self._prefetch()
+        return sum(max(0, window - len(w.tasks)) for w in self._workers.values() if not w.killed)
+
+    def _prefetch(self) -> int:
+        if self._duration is None:
+            return 1  # nothing known yet: one each, to learn
+        return min(PREFETCH_MAX, int(PREFETCH_SECONDS / max(self._duration, 1e-6)))
+
+    def _finished(self, w: _Worker, uid: str) -> None:
+        """An attempt ended: fold its duration into the average."""
+        started = w.started.get(uid)
+        if started is not None:
+            took = max(0.0, time.time() - started)
+            old = self._duration
+            self._duration = took if old is None else old + DURATION_WEIGHT * (took - old)
 
     def capacity(self) -> int:
         return self.max_workers * self.tasks_per_worker
 
     def submit(self, batch: list[tuple[Task[Any], ExecutorSpec]]) -> None:
         outgoing: dict[_Worker, list[tuple[Any, ...]]] = {}
+        big: dict[_Worker, list[bytes]] = {}  # queue.put() pickles, sent as they are
         usable = [w for w in self._workers.values() if not w.killed]
         for task, spec in batch:
             w = min(usable, key=lambda w: len(w.tasks))
@@ -156,15 +188,26 @@ class LocalBackend(ExecutionBackend):
             if kind == "pickle" and value not in w.digests:
                 commands.append((protocol.EXECUTOR, value, spec.payload))
                 w.digests.add(value)
-            commands.append((protocol.RUN, task._header(), task._payload, task.type, spec.ref))
+            for digest, payload in task._shared:
+                if digest not in w.shared:
+                    commands.append((protocol.SHARED, digest))
+                    big.setdefault(w, []).append(payload)
+                    w.shared.add(digest)
+            commands.append((protocol.RUN, task.header(), task._payload, task.type, spec.ref))
+            w.sent += 1
+            w.numbers[task.uid] = w.sent
             w.tasks[task.uid] = task
             self._where[task.uid] = w
         for w, commands in outgoing.items():
-            self._send(w, commands)
+            self._send(w, commands, big.get(w, ()))
 
-    def _send(self, w: _Worker, commands: list[tuple[Any, ...]]) -> None:
+    def _send(
+        self, w: _Worker, commands: list[tuple[Any, ...]], payloads: Iterable[bytes] = ()
+    ) -> None:
         try:
             w.conn.send_bytes(pickle.dumps(commands, serialization.PROTOCOL))
+            for payload in payloads:  # after their SHARED commands, in order
+                w.conn.send_bytes(payload)
         except OSError:
             pass  # the worker is dying; its end-of-file handler requeues its tasks
 
@@ -223,21 +266,26 @@ class LocalBackend(ExecutionBackend):
         if uid not in w.tasks:
             return  # aborted, or removed from the queue meanwhile
         if kind == protocol.STARTED:
-            w.started.add(uid)
+            w.started[uid] = message[2]
             sink.task_started(uid, w.name, message[2])
         elif kind == protocol.PROGRESS:
             sink.task_progress(uid, message[2])
+        elif kind == protocol.OUTPUT:
+            sink.task_output(uid, message[2])
         elif kind == protocol.DONE:
+            self._finished(w, uid)
             self._release(w, uid)
             self._crashes[w.slot] = 0
             sink.task_completed(uid, message[2], message[3])
         elif kind == protocol.FAILED:
+            self._finished(w, uid)
             self._release(w, uid)
             sink.task_failed(uid, message[2], message[3], message[4])
 
     def _release(self, w: _Worker, uid: str) -> None:
         del w.tasks[uid]
-        w.started.discard(uid)
+        del w.numbers[uid]
+        w.started.pop(uid, None)
         self._where.pop(uid, None)
 
     def _on_exit(self, w: _Worker) -> None:
@@ -249,11 +297,15 @@ class LocalBackend(ExecutionBackend):
             w.process.join(5)
         del self._workers[w.slot]
         how = describe_exit(w.process.exitcode)
+        # The tasks it was running, by its table, whether or not their start was reported
+        # (a task that kills its worker at once counts an attempt); the others were
+        # waiting there, or done with their outcome still unsent: no penalty.
+        running = set(w.table)
         for uid in list(w.tasks):
             self._where.pop(uid, None)
             if uid in w.aborted:
                 continue
-            if w.killed or uid not in w.started:  # (waiting there, never started: no penalty)
+            if w.killed or w.numbers[uid] not in running:
                 self._sink.task_lost(uid, None)
                 continue
             detail = f"\nworker traceback:\n{w.fatal}" if w.fatal else ""

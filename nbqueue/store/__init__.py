@@ -1,6 +1,8 @@
 """Where a queue keeps its tasks: the storage interface and its backends.
 
 ``make_adapter(db)`` turns what ``Queue(db=...)`` accepts into an adapter.
+``DatabaseAdapter.write(rows, delete=..., claim=ClaimRequest(...))`` does a writer's whole
+cycle in one transaction and answers a ``WriteResult``.
 """
 
 from __future__ import annotations
@@ -11,15 +13,22 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from nbqueue.errors import ConfigurationError, DatabaseError, SchemaMismatchError
-from nbqueue.store.base import (
+from nbqueue.errors import (
+    ConfigurationError,
+    DatabaseError,
+    DatabaseLostError,
+    RowRejectedError,
+    SchemaMismatchError,
+)
+from nbqueue.store.base import DatabaseAdapter
+from nbqueue.store.batch import ClaimRequest, WriteResult
+from nbqueue.store.columns import (
     COLUMNS,
     DEFAULT_TABLE,
     EXECUTOR_COLUMNS,
     HOST_COLUMNS,
     REQUIRED,
     SCHEMA_VERSION,
-    DatabaseAdapter,
     Row,
 )
 from nbqueue.store.memory import MemoryAdapter
@@ -32,12 +41,16 @@ __all__ = [
     "HOST_COLUMNS",
     "REQUIRED",
     "SCHEMA_VERSION",
+    "ClaimRequest",
     "DatabaseAdapter",
     "DatabaseError",
+    "DatabaseLostError",
     "MemoryAdapter",
     "Row",
+    "RowRejectedError",
     "SQLAlchemyAdapter",
     "SchemaMismatchError",
+    "WriteResult",
     "make_adapter",
 ]
 

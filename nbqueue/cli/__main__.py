@@ -1,0 +1,5 @@
+"""``python -m nbqueue.cli``."""
+
+from nbqueue.cli import main
+
+raise SystemExit(main())
