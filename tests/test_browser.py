@@ -145,6 +145,23 @@ def _wait_quietly(page: Any, predicate: str, timeout_ms: int = 60_000) -> bool:
     return True
 
 
+def _notebook_state(page: Any) -> str:
+    """The kernel's status and every cell's output text, for a failure message."""
+    state = page.evaluate(
+        """() => {
+            const panel = window.jupyterapp.shell.currentWidget;
+            const kernel = panel.sessionContext.session && panel.sessionContext.session.kernel;
+            const cells = panel.content.widgets.filter(c => c.model.type === 'code');
+            return {
+                kernel: kernel ? kernel.status : 'none',
+                counts: cells.map(c => c.model.executionCount),
+            };
+        }"""
+    )
+    outputs = page.locator(".jp-OutputArea-output").all_inner_texts()
+    return f"kernel {state['kernel']}, execution counts {state['counts']}, outputs {outputs}"
+
+
 def test_quickstart_runs_in_chromium_and_the_progress_bar_reaches_100(lab: str) -> None:
     _require(CHROMIUM.exists(), str(CHROMIUM))
     try:
@@ -197,7 +214,10 @@ def test_quickstart_runs_in_chromium_and_the_progress_bar_reaches_100(lab: str) 
 
             # The dashboard's overall bar is rendered by the widget manager and reaches 100 %.
             overall = page.locator(".nbqueue-dashboard .nbqueue-overall .progress-bar")
-            overall.wait_for(state="attached", timeout=120_000)
+            try:
+                overall.wait_for(state="attached", timeout=120_000)
+            except Exception as exc:  # say what the notebook shows instead
+                raise AssertionError(f"no dashboard in the page; {_notebook_state(page)}") from exc
             page.wait_for_function(
                 """() => {
                     const bar = document.querySelector(

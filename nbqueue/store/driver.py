@@ -24,6 +24,7 @@ SUPPORTED = ("sqlite", "postgresql")
 TRANSIENT_SQLSTATE_CLASSES = frozenset({"08", "40", "53", "55", "57", "58"})
 #: SQLite's primary result codes for a damaged file: SQLITE_CORRUPT, SQLITE_NOTADB.
 _SQLITE_DAMAGED = frozenset({11, 26})
+_SQLITE_DAMAGED_TEXTS = ("database disk image is malformed", "file is not a database")
 # Execution options read by the SQLite "begin" listener.
 BEGIN_OPTION = "nbqueue_sqlite_begin"
 BUSY_OPTION = "nbqueue_sqlite_busy_ms"
@@ -140,8 +141,11 @@ def transient(exc: sa_exc.DBAPIError, dialect: str) -> bool:
 
 def sqlite_damaged(exc: sa_exc.DBAPIError) -> bool:
     """The SQLite file is corrupt or not a database at all."""
-    code = getattr(exc.orig, "sqlite_errorcode", None)
-    return isinstance(code, int) and code & 0xFF in _SQLITE_DAMAGED
+    code = getattr(exc.orig, "sqlite_errorcode", None)  # Python 3.11+
+    if isinstance(code, int):
+        return code & 0xFF in _SQLITE_DAMAGED
+    message = str(exc.orig).lower()  # Python 3.10: SQLite's own texts for those two codes
+    return any(text in message for text in _SQLITE_DAMAGED_TEXTS)
 
 
 def describe(exc: sa_exc.DBAPIError) -> str:
