@@ -1,10 +1,8 @@
-"""The controller: every task of a queue and their state transitions. What the execution
-backend reports comes in through :mod:`~nbqueue.controller.reports`; deadlines, cancel
-grace and back-off through :mod:`~nbqueue.controller.timers`.
-
-All state changes happen with the loop's lock held, on the controller thread or in the
-calling thread. A failure while handling one task fails that task only (it is logged and
-recorded as the task's error); it never stops the controller.
+"""The controller: every task of a queue and their state transitions. Backend reports come
+in through :mod:`~nbqueue.controller.reports`; deadlines, cancel grace and back-off through
+:mod:`~nbqueue.controller.timers`. State changes happen with the loop's lock held, on the
+controller thread or the caller's. A failure while handling one task fails that task only
+(logged, recorded as its error); it never stops the controller.
 """
 
 from __future__ import annotations
@@ -45,8 +43,7 @@ log = logging.getLogger("nbqueue")
 
 
 class Controller:
-    """The engine behind a :class:`~nbqueue.Queue` (which only checks arguments and
-    delegates here). Implements the task's ``Owner`` protocol and the backend's sink."""
+    """The engine behind a :class:`~nbqueue.Queue`: the tasks' ``Owner``, the backend's sink."""
 
     def __init__(
         self, queue: Queue, *, backend: ExecutionBackend, registry: Registry, events: Events

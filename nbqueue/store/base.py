@@ -1,20 +1,13 @@
 """The storage interface: a few primitives on rows of the tasks table.
 
-A backend stores rows (see ``nbqueue.store.columns``) and never sees a Task object;
-``nbqueue.rows`` is the one place a Task becomes a row and back. The public methods are
-written once here (argument checks, the clock; ``nbqueue.store.batch`` turns a write into a
-checked plan); a backend implements the ``_``-prefixed primitives.
-
-Beside the tasks, for scale-out over a shared database:
-
-- executors (``<table>_executors``): pickled notebook-defined executors by ``(type,
-  digest)``, sealed by the adapter's ``signer``, so worker hosts can load them;
-- hosts (``<table>_hosts``): one row per ``nbqueue worker`` host, refreshed by its heartbeat;
-- wake-ups: :meth:`DatabaseAdapter.notify` wakes the :meth:`DatabaseAdapter.listen`
-  callbacks of every process on the same table (PostgreSQL LISTEN/NOTIFY).
-
-The primitives for these have in-process defaults (``nbqueue.store.local``, what
-MemoryAdapter uses).
+A backend stores rows (``nbqueue.store.columns``), never Task objects (``nbqueue.rows``
+converts). The public methods are written once here (argument checks, the clock;
+``nbqueue.store.batch`` plans a write); a backend implements the ``_``-prefixed primitives.
+For scale-out over a shared database there are also executors (``<table>_executors``,
+sealed by the adapter's ``signer``), hosts (``<table>_hosts``, refreshed by each host's
+heartbeat) and wake-ups (:meth:`DatabaseAdapter.notify` wakes the :meth:`DatabaseAdapter.listen`
+callbacks of every process on the table); their in-process defaults are in
+``nbqueue.store.local``.
 """
 
 from __future__ import annotations

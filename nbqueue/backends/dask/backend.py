@@ -1,6 +1,5 @@
 """The controller side of the Dask backend: :class:`DaskBackend` turns each attempt into one
-Dask future on a worker of its choosing, tracks it, and reports to the queue what became of
-it."""
+Dask future on a worker of its choosing, tracks it, and reports what became of it."""
 
 from __future__ import annotations
 
@@ -27,8 +26,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("nbqueue")
 
-#: After an abort, how long the attempt's thread may take to notice its flag before its
-#: worker is restarted.
+#: After an abort, how long an attempt's thread has to notice before its worker restarts.
 ABORT_GRACE_SECONDS = 1.0
 #: How long shutdown() waits for the cluster to acknowledge cancellations.
 SHUTDOWN_WAIT_SECONDS = 5.0
@@ -254,8 +252,7 @@ class DaskBackend(ExecutionBackend):
         attempt.cancel_requested = True
         self._cancels.raise_flags([attempt.key])
         if not attempt.started:
-            # Not started yet: cancelling the future is enough (reported as cancelled when
-            # Dask confirms); should it be starting right now, the flag stops it.
+            # Not started: cancel the future (a task starting right now sees the flag).
             future, client = attempt.future, self._client
             self._bridge.io(lambda: client.cancel([future]))
 
