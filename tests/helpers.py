@@ -1,4 +1,5 @@
-"""Helpers for tests: polling with a deadline, writing task files."""
+"""Helpers for tests: polling with a deadline, task files, SQL, notebook cell outputs. Nothing
+here needs Jupyter (``kernels.py`` does), so the portable core of the suite runs without it."""
 
 from __future__ import annotations
 
@@ -9,8 +10,6 @@ from typing import Any
 
 import psutil
 import sqlalchemy as sa
-from nbclient import NotebookClient
-from nbclient.util import ensure_async
 
 
 def poll(condition: Callable[[], object], timeout: float = 30.0, interval: float = 0.02) -> None:
@@ -66,22 +65,6 @@ def html_of(cell: Any) -> str:
 def mimetypes_of(cell: Any) -> set[str]:
     """Every MIME type a cell displayed."""
     return {mime for out in cell.get("outputs", []) for mime in out.get("data", {})}
-
-
-# -- a kernel that dies ----------------------------------------------------------------------
-async def kill_and_restart(client: NotebookClient) -> list[psutil.Process]:
-    """Kill the kernel (SIGKILL to its process group) and start a new one with the same
-    arguments (same working directory), connected to a new kernel client. Returns the
-    processes of the killed kernel."""
-    assert client.km is not None and client.kc is not None
-    kernel = psutil.Process(client.km.provisioner.pid)  # type: ignore[union-attr]
-    processes = [kernel, *kernel.children(recursive=True)]
-    workers = [p for p in processes if "spawn_main" in " ".join(p.cmdline())]
-    assert workers, "the queue's worker process should be running in the first kernel"
-    client.kc.stop_channels()
-    await ensure_async(client.km.restart_kernel(now=True))
-    await client.async_start_new_kernel_client()
-    return processes
 
 
 def still_alive(processes: list[psutil.Process]) -> list[psutil.Process]:

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from helpers import kill_and_restart, mimetypes_of, text_of
+from helpers import mimetypes_of, text_of
+from kernels import kill_and_restart
 from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parent.parent

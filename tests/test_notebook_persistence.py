@@ -16,7 +16,8 @@ from typing import Any
 import nbformat
 import psutil
 import pytest
-from helpers import kill_and_restart, still_alive, text_of
+from helpers import still_alive, text_of
+from kernels import kill_and_restart
 from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parent.parent

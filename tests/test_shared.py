@@ -7,6 +7,7 @@ import os
 from typing import Any
 
 import pytest
+from helpers import poll
 
 from nbqueue import ConfigurationError, Queue, Shared, Task, shared
 from nbqueue.backends import InProcessBackend
@@ -51,8 +52,8 @@ def test_the_object_is_let_go_with_the_handle_and_the_tasks_using_it() -> None:
         assert shared.has(digest)
         q.clear()  # the task held the handle in its data
         del handle
-        gc.collect()
-        assert not shared.has(digest)
+        # the in-process worker thread may hold the finished call's frame a moment longer
+        poll(lambda: gc.collect() >= 0 and not shared.has(digest), timeout=10)
 
 
 def test_with_a_database_the_row_holds_the_object_for_a_restarted_queue(tmp_path: Any) -> None:
