@@ -355,3 +355,21 @@ def test_cleared_tasks_stay_gone(db_url: str) -> None:
         last = Task("last", "echo", data=7)
         q.add(last)
         assert last.wait(60) == {"processed": True, "value": 7}
+
+
+def _double(x: int) -> int:
+    return 2 * x
+
+
+def test_a_function_submitted_again_is_stored_once(tmp_path: Path) -> None:
+    """The executor of a submitted function goes to the database once, not once per call
+    (each store is a round trip and a commit)."""
+    url = f"sqlite:///{tmp_path / 'q.db'}"
+    with Queue(db=url, max_workers=1) as q:
+        assert q.submit(_double, 1).result(60) == 2
+        q.flush(30)
+        [(stored_at,)] = sql(url, "SELECT created_at FROM tasks_executors")
+        poll(lambda: sql(url, "SELECT CURRENT_TIMESTAMP")[0][0] > str(stored_at), 10)
+        assert list(q.map(_double, range(5), timeout=60)) == [0, 2, 4, 6, 8]
+        q.flush(30)
+        assert sql(url, "SELECT created_at FROM tasks_executors") == [(stored_at,)]

@@ -57,6 +57,7 @@ class DatabaseDispatcher(Dispatcher):
         #: not bring them back
         self.removed: set[str] = set()
         self.quiet = 0  # > 0 while applying rows read from the database: do not write them back
+        self.shipped: set[tuple[str, str]] = set()  # executors (type, digest) sent to the store
 
     # -- the database's life -------------------------------------------------------------
     def open(self, adapter: DatabaseAdapter, *, name: str, lease: float) -> None:
@@ -89,8 +90,13 @@ class DatabaseDispatcher(Dispatcher):
             raise QueueTimeoutError(f"nbqueue: the database did not commit within {timeout:g} s")
 
     def executor_registered(self, spec: ExecutorSpec) -> None:
-        if self.store is not None and spec.payload is not None and not spec.refused:
-            self.store.save_executor(spec.type, spec.ref[1], spec.payload)
+        """Store a notebook-defined executor for worker hosts, once per (type, digest): a
+        function given to submit() again is registered again, and is not stored again."""
+        shipped = (spec.type, spec.ref[1])
+        if self.store is None or spec.payload is None or spec.refused or shipped in self.shipped:
+            return
+        self.shipped.add(shipped)
+        self.store.save_executor(spec.type, spec.ref[1], spec.payload)
 
     # -- Dispatcher ------------------------------------------------------------------------
     def added(self, task: Task[Any]) -> None:
