@@ -1,6 +1,7 @@
 """The quick-start notebook in a real browser: JupyterLab on loopback, headless Chromium
 (Debian's /usr/bin/chromium driven by Playwright), Run All, and the dashboard's progress bar
-rendered in the page until it reaches 100 %.
+rendered in the page until it reaches 100 %. A cell added before the last one submits a
+function that prints and then fails: its widget shows the error and what it printed.
 
 Skipped locally when Chromium or Playwright is missing; on CI (CI=true) that is a failure,
 since .ci/run installs Chromium. ``NBQUEUE_UPDATE_SCREENSHOT=1`` saves the screenshot to
@@ -63,13 +64,34 @@ def _poll(condition: object, timeout: float, what: str) -> None:
         time.sleep(0.1)
 
 
+#: Run before the quick start's last cell (which shuts the queue down): a function that
+#: prints, then fails; its widget must show both.
+FAILING_CALL = """\
+def shout(n):
+    for i in range(n):
+        print(f"shouting line {i}")
+    raise ValueError("the shout failed")
+
+shouted = queue.submit(shout, 3)
+queue.wait(timeout=60)
+shouted"""
+
+
+def _quickstart_with_a_failing_call(target: Path) -> None:
+    import nbformat
+
+    nb = nbformat.read(ROOT / "notebooks" / "quickstart.ipynb", as_version=4)
+    nb.cells.insert(len(nb.cells) - 1, nbformat.v4.new_code_cell(FAILING_CALL))
+    nbformat.write(nb, target)
+
+
 @pytest.fixture
 def lab(tmp_path: Path) -> Iterator[str]:
     """A JupyterLab server on 127.0.0.1 with a token, serving a temporary root that holds
     the quick-start notebook and the example tasks; yields the notebook's URL."""
     root = tmp_path / "root"
     (root / "notebooks").mkdir(parents=True)
-    shutil.copy(ROOT / "notebooks" / "quickstart.ipynb", root / "notebooks")
+    _quickstart_with_a_failing_call(root / "notebooks" / "quickstart.ipynb")
     shutil.copytree(
         ROOT / "tasks",
         root / "tasks",
@@ -241,7 +263,13 @@ def test_quickstart_runs_in_chromium_and_the_progress_bar_reaches_100(lab: str) 
                 timeout=120_000,
             )
             text = page.locator(".nbqueue-dashboard").inner_text()
-            assert "5 / 5 finished (100%)" in text and "completed 5" in text
+            assert "6 / 6 finished (100%)" in text and "completed 5" in text
+            assert "failed 1" in text and "the shout failed" in text  # recent failures
+            # The failed call's own widget: its error and, behind the fold, what it printed.
+            shouted = page.locator(".nbqueue-task", has_text="the shout failed")
+            assert shouted.count() == 1
+            printed = shouted.evaluate("widget => widget.textContent")
+            assert all(f"shouting line {i}" in printed for i in range(3)), printed
             assert page.locator("text=Error displaying widget").count() == 0
             assert page.locator(".jp-OutputArea-output[data-mime-type*='error']").count() == 0
 
