@@ -11,6 +11,7 @@ from pathlib import Path
 import psutil
 import pytest
 import sqlalchemy as sa
+from hosts import WorkerHost
 
 POSTGRES_ENV = "NBQUEUE_TEST_POSTGRES_URL"
 
@@ -102,3 +103,12 @@ def postgres_url(postgres_server: sa.Engine) -> Iterator[str]:
     finally:
         with postgres_server.connect() as conn:
             conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def hosts() -> Iterator[list[WorkerHost]]:
+    """The ``nbqueue worker`` hosts a test starts (append them): killed at its end."""
+    started: list[WorkerHost] = []
+    yield started
+    for host in started:
+        host.kill()

@@ -8,55 +8,21 @@ import signal
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from helpers import poll, sql, write_task
+from hosts import WorkerHost
 
 from nbqueue import Queue, Status, Task
 
 
-class Host:
-    """One `nbqueue worker` in its own process group."""
+class Host(WorkerHost):
+    """A host with two task threads and a 2 s lease, ``env`` added to this environment."""
 
     def __init__(self, url: str, tasks: Path, name: str, log: Path, **env: str) -> None:
-        self.log = log
-        with open(log, "w") as out:  # the child keeps its own copy of the descriptor
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "nbqueue.cli", "worker", "--db", url, "--tasks", str(tasks),
-                 "--name", name, "--processes", "1", "--concurrency", "2", "--lease", "2"],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                env={**os.environ, "NBQUEUE_GENERATE_TYPES": "false", **env},
-            )  # fmt: skip
-
-    def ready(self) -> bool:
-        return "serving" in self.log.read_text()
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            return self.proc.wait(60)
-        finally:
-            self.kill()
-
-    def kill(self) -> None:
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.proc.wait(10)
-
-
-@pytest.fixture
-def hosts(postgres_url: str, tmp_path: Path) -> Iterator[list[Host]]:
-    started: list[Host] = []
-    yield started
-    for host in started:
-        host.kill()
+        super().__init__(url, tasks, log, "--concurrency", "2", "--lease", "2", name=name,
+                         env={**os.environ, **env})  # fmt: skip
 
 
 @pytest.fixture
@@ -95,7 +61,7 @@ def test_two_hosts_share_the_work_exactly_once(
         Host(postgres_url, shared_tasks, f"host{i}", tmp_path / f"host{i}.log") for i in (1, 2)
     ]
     for host in hosts:
-        poll(host.ready, timeout=60)  # both serving before the work arrives
+        poll(host.serving, timeout=60)  # both serving before the work arrives
     with Queue(shared_tasks, db=postgres_url, max_workers=0) as client:
         tasks = [Task(f"t{i}", "record", data={"i": i}) for i in range(200)]
         for t in tasks:
@@ -139,7 +105,7 @@ def test_a_task_added_to_an_idle_host_starts_without_a_poll(
         postgres_url, shared_tasks, "idle", tmp_path / "idle.log", NBQUEUE_POLL_SECONDS="3600"
     )
     hosts.append(host)
-    poll(host.ready, timeout=60)
+    poll(host.serving, timeout=60)
     with Queue(shared_tasks, db=postgres_url, max_workers=0) as client:
         t = Task("wake", "record", data={"i": 1})
         client.add(t)

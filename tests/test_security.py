@@ -12,17 +12,17 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-import signal
 import subprocess
 import sys
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from helpers import poll, sql, write_task
+from hosts import WorkerHost
 
 from nbqueue import Queue, Status, Task, signing
 from nbqueue.errors import (
@@ -67,50 +67,12 @@ def assert_never_shown(text: str) -> None:
         assert secret not in text, f"{secret[:6]}... shows in:\n{text}"
 
 
-class Host:
-    """One ``nbqueue worker`` in its own process group, with only the signing environment
-    given here."""
+class Host(WorkerHost):
+    """A host with a 5 s lease and only the signing environment given here."""
 
-    def __init__(self, url: str, tasks: Path, log: Path, *args: str, **env: str) -> None:
-        self.log = log
+    def __init__(self, url: str, tasks: Path, log: Path, *options: str, **env: str) -> None:
         base = {k: v for k, v in os.environ.items() if k not in SIGNING_ENV}
-        with open(log, "w") as out:  # the child keeps its own copy of the descriptor
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "nbqueue.cli", "worker", "--db", url, "--tasks", str(tasks),
-                 "--name", "h", "--processes", "1", "--lease", "5", *args],
-                stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                env={**base, "NBQUEUE_GENERATE_TYPES": "false", **env},
-            )  # fmt: skip
-
-    def text(self) -> str:
-        return self.log.read_text()
-
-    def serving(self) -> bool:
-        assert self.proc.poll() is None, self.text()
-        return "serving" in self.text()
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            assert self.proc.wait(60) == 0, self.text()
-        finally:
-            self.kill()
-
-    def kill(self) -> None:
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.proc.wait(10)
-
-
-@pytest.fixture
-def hosts() -> Iterator[list[Host]]:
-    started: list[Host] = []
-    yield started
-    for host in started:
-        host.kill()
+        super().__init__(url, tasks, log, "--lease", "5", *options, env={**base, **env})
 
 
 def status(url: str, **env: str) -> str:
@@ -268,7 +230,7 @@ def test_a_host_refuses_unsigned_pickles_and_runs_json_tasks(
     assert "NBQUEUE_SECRET" in error and "NBQUEUE_ALLOW_UNSIGNED=1" in error
     assert stored(postgres_url, "status")[shouted.uid] == "failed"
     assert host.serving() and "unsigned pickles refused" in host.text()
-    host.stop()
+    assert host.stop() == 0, host.text()
 
 
 @pytest.mark.parametrize("opt_out", ["--allow-unsigned", "NBQUEUE_ALLOW_UNSIGNED=1"])
@@ -293,7 +255,7 @@ def test_a_host_that_opts_out_runs_unsigned_pickles_and_warns_at_start_up(
         client.add(pickled).add(shouted)
         assert pickled.wait(120) == {"processed": True, "value": {"ids": {1, 2}}}
         assert shouted.wait(120) == {"processed": True, "value": "hey!"}
-    host.stop()
+    assert host.stop() == 0, host.text()
 
 
 def test_key_rotation_and_the_keys_that_signed_what_is_stored(
@@ -325,7 +287,7 @@ def test_key_rotation_and_the_keys_that_signed_what_is_stored(
             {"processed": True, "value": "(1,)!"},
         ]
     assert f"pickles signed with key {new}, 2 keys verify" in host.text()
-    host.stop()
+    assert host.stop() == 0, host.text()
 
     report = status(pw_url, NBQUEUE_SECRET=rotated)
     lines = {line.split()[0]: line.split() for line in report.splitlines() if line.strip()}

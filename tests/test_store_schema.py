@@ -47,10 +47,10 @@ def test_table_name_is_configurable(store: Store) -> None:
         store.new_adapter(table="jobs; DROP TABLE jobs")
 
 
-@sql_only
-def test_opening_concurrently_creates_the_table_once(store: Store) -> None:
-    adapters = [store.new_adapter() for _ in range(3)]
-    start = threading.Barrier(len(adapters))
+def _open_at_once(store: Store, count: int) -> list[DatabaseAdapter]:
+    """``count`` new adapters opened by as many threads at the same moment; none may fail."""
+    adapters = [store.new_adapter() for _ in range(count)]
+    start = threading.Barrier(count)
     errors: list[BaseException] = []
 
     def open_it(adapter: DatabaseAdapter) -> None:
@@ -66,6 +66,12 @@ def test_opening_concurrently_creates_the_table_once(store: Store) -> None:
     for thread in threads:
         thread.join()
     assert errors == []
+    return adapters
+
+
+@sql_only
+def test_opening_concurrently_creates_the_table_once(store: Store) -> None:
+    _open_at_once(store, 3)
     assert store.sql("SELECT count(*) FROM tasks_meta") == [(1,)]
 
 
@@ -264,22 +270,6 @@ def test_a_version_1_table_that_is_not_what_version_1_made_is_left_alone(store: 
 @sql_only
 def test_a_version_1_table_is_migrated_once_by_concurrent_openers(store: Store) -> None:
     _make_version_1(store)
-    adapters = [store.new_adapter() for _ in range(3)]
-    start = threading.Barrier(len(adapters))
-    errors: list[BaseException] = []
-
-    def open_it(adapter: DatabaseAdapter) -> None:
-        try:
-            start.wait()
-            adapter.open()
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=open_it, args=(a,)) for a in adapters]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
+    adapters = _open_at_once(store, 3)
     assert store.sql("SELECT key, value FROM tasks_meta") == [("schema_version", "2")]
     assert [row["uid"] for row in adapters[0].load()] == ["old"]
