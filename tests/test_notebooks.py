@@ -372,7 +372,20 @@ def test_interrupting_a_waiting_cell_leaves_the_kernel_usable(
 
     interrupter = threading.Thread(target=interrupt_when_waiting)
     interrupter.start()
-    cell = kernel.run(f"Path({str(waiting)!r}).touch()\nqueue.wait()")
+    # "waiting" appears once the kernel's main thread is blocked inside the wait (a signal
+    # that came between the two statements would interrupt the cell, not the wait)
+    cell = kernel.run(
+        f"""
+        import sys, threading, traceback
+        def mark_when_waiting(main=threading.main_thread().ident):
+            while not any(f.name == "wait_until"
+                          for f in traceback.extract_stack(sys._current_frames()[main])):
+                time.sleep(0.01)
+            Path({str(waiting)!r}).touch()
+        threading.Thread(target=mark_when_waiting, daemon=True).start()
+        queue.wait()
+        """
+    )
     interrupter.join()
     assert "KeyboardInterrupt" in text_of(cell)
     assert "wait interrupted; the queue keeps running in the background" in text_of(cell)
