@@ -31,9 +31,11 @@ MAX_READS_PER_CALLBACK = 64
 #: computing in the kernel), and one pipe message carries several tasks. How many: enough
 #: for about PREFETCH_SECONDS of work at the attempts' average duration, at most
 #: PREFETCH_MAX. Long tasks get none, so that one worker never hoards tasks another,
-#: idle worker could run.
+#: idle worker could run. A worker sends its outcomes when half of what waits there has
+#: started, so tiny tasks need a deep window to keep it busy while the controller reads
+#: one batch and sends the next.
 PREFETCH_SECONDS = 0.5
-PREFETCH_MAX = 16
+PREFETCH_MAX = 64
 #: Weight of the newest attempt in the average duration.
 DURATION_WEIGHT = 0.2
 

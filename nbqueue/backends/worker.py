@@ -86,6 +86,10 @@ class WorkerProcess:
         self.known: set[str] = set()
         self.busy = False
         self.ticker_idle = False
+        #: How many waiting tasks are left when the outcomes so far are sent (half of those
+        #: waiting after the last read), so that the controller sends more before this
+        #: worker runs out; 0: only once it has run out.
+        self.refill_at = 0
         self.duration: float | None = None  # average, seconds
         self.cancel_events: dict[str, threading.Event] = {}
         self.async_futures: dict[str, concurrent.futures.Future[Any]] = {}
@@ -201,6 +205,7 @@ class WorkerProcess:
                     self._cancel(command[1])
                 elif kind == protocol.STOP:
                     os._exit(0)
+            self.refill_at = len(self.waiting) // 2
 
     def _cancel(self, uid: str) -> None:
         if uid not in self.known:
@@ -212,9 +217,10 @@ class WorkerProcess:
 
     def run_task(self, run: Run, place: int) -> None:
         """Run one task on this thread (it is in the table at ``place``) and send its
-        outcome: from this thread when the worker has nothing else to do, else through
-        the sending thread, with whatever else is ready. Its start goes with the next
-        batch."""
+        outcome: from this thread when the worker has nothing else to do, or when half
+        the tasks waiting here have started (the controller then sends more before they
+        run out); else with the next batch, with whatever else is ready. Its start goes
+        with the next batch."""
         _, header, payload, task_type, ref = run
         uid = header[0]
         self.outbox.later((protocol.STARTED, uid, time.time()))
@@ -236,9 +242,10 @@ class WorkerProcess:
             self.known.discard(uid)
             self.cancel_events.pop(uid, None)
             idle = not self.running and not self.waiting
+            refill = 0 < self.refill_at == len(self.waiting)
             old = self.duration
             self.duration = took if old is None else old + DURATION_WEIGHT * (took - old)
-        if idle:
+        if idle or refill:  # with the outcomes waiting to go, so that more tasks come
             self.outbox.deliver((outcome[0], uid, *outcome[1:]))
         else:  # with the outcomes of the tasks that run meanwhile, in one message
             self.outbox.later((outcome[0], uid, *outcome[1:]))

@@ -126,8 +126,7 @@ class MemoryDispatcher(Dispatcher):
 
     def take(self, free: int, processing: bool) -> list[Task[Any]]:
         if processing:
-            for task in self._idle.drain():
-                self._go.push(task)
+            self._go.absorb(self._idle)
         taken: list[Task[Any]] = []
         while len(taken) < free:
             ready = self._go.pop()
@@ -138,8 +137,7 @@ class MemoryDispatcher(Dispatcher):
 
     def run(self, tasks: Iterable[Task[Any]] | None) -> None:
         if tasks is None:
-            for task in self._idle.drain():
-                self._go.push(task)
+            self._go.absorb(self._idle)
             return
         now = time.time()
         for task in tasks:
@@ -148,8 +146,7 @@ class MemoryDispatcher(Dispatcher):
                 self._go.push(task)
 
     def stop(self) -> list[Task[Any]]:
-        for task in self._go.drain():
-            self._idle.push(task)
+        self._idle.absorb(self._go)
         return []
 
     def promote_due(self, now: float) -> list[Task[Any]]:

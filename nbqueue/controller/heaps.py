@@ -85,6 +85,15 @@ class ReadyHeap(_Heap[tuple[int, float]]):
         while (task := self.pop()) is not None:
             yield task
 
+    def absorb(self, other: ReadyHeap) -> None:
+        """Move every task of ``other`` here (at once when this heap is empty)."""
+        if self._heap:
+            for task in other.drain():
+                self.push(task)
+            return
+        self._heap, other._heap = other._heap, []
+        self._entries, other._entries = other._entries, {}
+
 
 class TimedHeap(_Heap[float]):
     """Tasks keyed by a time (epoch seconds): waiting for their delay, run_at or back-off,

@@ -33,7 +33,7 @@ class ControllerLoop:
 
     def __init__(self, name: str = "nbqueue-controller") -> None:
         self.lock = threading.RLock()
-        self._cond = threading.Condition(self.lock)
+        self._waiters: list[_Waiter] = []  # under the lock
         self.loop = asyncio.new_event_loop()
         self._closed = False
         ready = threading.Event()
@@ -85,8 +85,11 @@ class ControllerLoop:
         return done.result(RUN_TIMEOUT_SECONDS)
 
     def notify(self) -> None:
-        """Wake every :meth:`wait_until`; call with the lock held."""
-        self._cond.notify_all()
+        """Something changed (call with the lock held): wake each :meth:`wait_until` whose
+        condition now holds. The others sleep on: a wait for the last of many tasks is
+        not woken by each of the others."""
+        for waiter in self._waiters:
+            waiter.check()
 
     def wait_until(self, predicate: Callable[[], bool], timeout: float | None) -> bool:
         """Block until ``predicate()`` (checked under the lock) is true; False when
@@ -98,17 +101,31 @@ class ControllerLoop:
                 "listener or a done callback); wait from your own code instead"
             )
         deadline = None if timeout is None else time.monotonic() + timeout
-        with self._cond:
-            while not predicate():
-                if self._closed:
-                    raise QueueShutDownError("the queue was shut down while waiting")
+        waiter = _Waiter(predicate)
+        with self.lock:
+            if predicate():
+                return True
+            if self._closed:
+                raise QueueShutDownError("the queue was shut down while waiting")
+            self._waiters.append(waiter)
+        try:
+            while True:
                 left = WAIT_SLICE_SECONDS
                 if deadline is not None:
                     left = min(left, deadline - time.monotonic())
                     if left <= 0:
                         return False
-                self._cond.wait(left)
-        return True
+                if not waiter.event.wait(left):
+                    continue
+                with self.lock:
+                    if predicate():
+                        return True
+                    if self._closed:
+                        raise QueueShutDownError("the queue was shut down while waiting")
+                    waiter.event.clear()  # (under the lock: no notify is missed)
+        finally:
+            with self.lock:
+                self._waiters.remove(waiter)
 
     def when(self, predicate: Callable[[], bool], fn: Callable[[], None]) -> None:
         """Call ``fn()``, from a thread of its own, once ``predicate()`` holds (never if
@@ -127,7 +144,8 @@ class ControllerLoop:
         """Stop the loop and its thread; waiters get QueueShutDownError."""
         with self.lock:
             self._closed = True
-            self._cond.notify_all()
+            for waiter in self._waiters:
+                waiter.event.set()
         if not self.loop.is_closed():
             try:
                 self.loop.call_soon_threadsafe(self.loop.stop)
@@ -137,3 +155,23 @@ class ControllerLoop:
             self._thread.join(5)
             if not self._thread.is_alive() and not self.loop.is_closed():
                 self.loop.close()
+
+
+class _Waiter:
+    """One :meth:`ControllerLoop.wait_until`: its condition, and the event that wakes it."""
+
+    __slots__ = ("event", "predicate")
+
+    def __init__(self, predicate: Callable[[], bool]) -> None:
+        self.predicate = predicate
+        self.event = threading.Event()
+
+    def check(self) -> None:
+        if self.event.is_set():
+            return
+        try:
+            holds = self.predicate()
+        except Exception:  # let the waiter's own thread see the error
+            holds = True
+        if holds:
+            self.event.set()
