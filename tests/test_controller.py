@@ -31,6 +31,7 @@ from nbqueue import (
 )
 from nbqueue.backends import InProcessBackend
 from nbqueue.controller.heaps import ReadyHeap, TimedHeap
+from nbqueue.controller.loop import ControllerLoop
 from nbqueue.errors import QueueShutDownError, RemoteTraceback
 
 
@@ -283,6 +284,45 @@ def test_waiting_on_the_controller_thread_is_refused(q: Queue, backend: InProces
     run_to_completion(backend, first)
     poll(lambda: bool(errors))
     assert isinstance(errors[0], NbqueueError) and "controller thread" in str(errors[0])
+
+
+def test_a_wait_is_woken_only_once_its_condition_holds() -> None:
+    """A wait for the last of 100 changes checks its condition twice on its own thread
+    (when it starts and when it is woken), not once per change; closing the loop ends
+    a wait with QueueShutDownError."""
+    loop = ControllerLoop()
+    done = 0
+    checks: list[int] = []
+    outcome: list[object] = []
+
+    def all_done() -> bool:
+        if threading.current_thread() is waiter:
+            checks.append(done)
+        return done == 100
+
+    def wait(predicate: Any) -> None:
+        try:
+            outcome.append(loop.wait_until(predicate, 30))
+        except QueueShutDownError as exc:
+            outcome.append(exc)
+
+    waiter = threading.Thread(target=wait, args=(all_done,))
+    waiter.start()
+    poll(lambda: checks == [0])
+    for _ in range(100):
+        with loop.lock:
+            done += 1
+            loop.notify()
+    waiter.join(10)
+    assert outcome == [True] and checks == [0, 100]
+
+    asked = threading.Event()
+    waiter = threading.Thread(target=wait, args=(lambda: asked.set() or False,))
+    waiter.start()
+    poll(asked.is_set)  # (it checks and starts waiting under the lock close() takes)
+    loop.close()
+    waiter.join(10)
+    assert isinstance(outcome[-1], QueueShutDownError)
 
 
 def test_wait_returns_a_summary_and_logs_failures(
