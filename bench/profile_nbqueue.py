@@ -72,8 +72,8 @@ def workload(queue: Any, name: str, n: int) -> None:
 class DbCalls:
     """Counts and times the storage adapter's methods (the writer thread's work)."""
 
-    METHODS = ("save", "delete", "load", "load_changed", "claim", "claim_next", "heartbeat",
-               "requeue_expired")  # fmt: skip
+    METHODS = ("write", "save", "delete", "load", "load_changed", "claim", "claim_next",
+               "heartbeat", "requeue_expired")  # fmt: skip
 
     def __init__(self) -> None:
         self.stats: dict[str, list[float]] = {}  # name -> [calls, rows, seconds]

@@ -9,6 +9,7 @@ import threading
 import pytest
 import sqlalchemy as sa
 import store_kit as kit
+from helpers import poll
 from store_kit import Store, make_task, save, sql_only
 
 from nbqueue import rows
@@ -156,6 +157,39 @@ def test_database_made_before_the_scale_out_tables_gets_them(store: Store) -> No
     adapter.host_heartbeat("h", hostname="box", pid=1, running=0, capacity=1)
     assert adapter.load_executor("t") == ("d", b"x")
     assert [row["name"] for row in adapter.load_hosts()] == ["h"]
+
+
+@sql_only
+def test_claims_read_the_claim_index_which_an_older_table_gets(store: Store) -> None:
+    """The best ready rows come from a partial index in order (never a sort of every
+    pending row); a table made before that index gets it when opened. On SQLite the
+    claim names the index (INDEXED BY: it fails without it); PostgreSQL counts its
+    scans."""
+    old = store.new_adapter()
+    tasks = [make_task(f"p{p}", priority=p) for p in (1, 5, 3)]
+    save(old, *tasks, *(make_task("filler") for _ in range(2000)))
+    old.close()
+    store.sql("DROP INDEX ix_tasks_claim")  # what an earlier nbqueue left behind
+    adapter = store.new_adapter()
+    adapter.open()
+    assert "ix_tasks_claim" in _indexes(store)
+    if store.kind == "postgresql":
+        store.sql("ANALYZE tasks")  # (on a few rows a scan of the table is cheaper)
+    scans = _index_scans(store)
+    claimed = adapter.claim_next("me", 2, 30, types=["work"])
+    assert [row["name"] for row in claimed] == ["p5", "p3"]
+    adapter.close()  # (a PostgreSQL session hands in its statistics as it ends)
+    if store.kind == "postgresql":
+        poll(lambda: _index_scans(store) > scans, timeout=15)
+
+
+def _index_scans(store: Store) -> int:
+    if store.kind != "postgresql":
+        return 0
+    [(scans,)] = store.sql(
+        "SELECT idx_scan FROM pg_stat_user_indexes WHERE indexrelname = 'ix_tasks_claim'"
+    )
+    return int(scans)
 
 
 @sql_only

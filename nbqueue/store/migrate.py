@@ -2,8 +2,9 @@
 bring a table of an earlier schema version up to date.
 
 Nothing is ever altered or dropped that this nbqueue did not make: a table it does not
-recognise raises SchemaMismatchError and is left as it is. The executors and hosts tables are
-created when missing, also in a database made by an earlier nbqueue.
+recognise raises SchemaMismatchError and is left as it is. The executors and hosts tables,
+and indexes of the tasks table, are created when missing, also in a database made by an
+earlier nbqueue.
 
 Migrations (in the opening transaction, under the same PostgreSQL advisory lock):
 
@@ -61,6 +62,7 @@ def create_or_check(conn: Connection, queries: Queries, where: str) -> None:
             "away. It has been left as it is."
         )
     check_columns(inspector, tasks, where)
+    _add_missing_indexes(conn, inspector, tasks, where)
     # A database made before these tables existed gets them now (same schema version).
     for table in (queries.executors, queries.hosts):
         if inspector.has_table(table.name):
@@ -68,6 +70,28 @@ def create_or_check(conn: Connection, queries: Queries, where: str) -> None:
         else:
             table.create(conn)
             log.info("nbqueue: created table %s", table.name)
+
+
+def _add_missing_indexes(
+    conn: Connection, inspector: sa.Inspector, table: sa.Table, where: str
+) -> None:
+    """Create the indexes a later nbqueue added (indexes change no result, so the schema
+    version stays). One that cannot be created (PostgreSQL: a role that does not own the
+    table) is left out with a warning: queries still work, reading more rows."""
+    stored = {index["name"] for index in inspector.get_indexes(table.name)}
+    for index in sorted(table.indexes, key=lambda index: str(index.name)):
+        if index.name in stored:
+            continue
+        try:
+            with conn.begin_nested():
+                index.create(conn)
+        except sa.exc.DBAPIError as exc:
+            log.warning(
+                "nbqueue: could not create index %s on table %s in %s: %s",
+                index.name, table.name, where, str(exc).splitlines()[0],
+            )  # fmt: skip
+        else:
+            log.info("nbqueue: created index %s on table %s", index.name, table.name)
 
 
 #: The columns schema version 2 added to the tasks table.

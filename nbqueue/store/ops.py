@@ -26,7 +26,7 @@ def write(conn: Connection, q: Queries, plan: Plan) -> tuple[list[str], list[Row
     won = claim(conn, q, plan.claim_uids, plan.claim_values, plan.now)
     claimed: list[Row] = []
     if plan.claim_limit:
-        where = q.next_claimable(plan.claim_limit, plan.claim_types)
+        where = q.next_claimable(conn.dialect.name, plan.claim_limit, plan.claim_types)
         wanted = q.columns(plan.claim_columns)
         claimed = update_returning(conn, q.tasks, where, plan.claim_values, plan.now, wanted)
     return won, claimed, deleted
