@@ -20,7 +20,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from nbqueue import config, rows
+from nbqueue import config
 from nbqueue.controller.storeclient import StoreClient
 from nbqueue.controller.sync import Sync
 from nbqueue.errors import DatabaseError, DatabaseLostError, RowRejectedError
@@ -235,9 +235,11 @@ class Persistence:
         if not final and (uids or (limit > 0 and types)):
             from nbqueue.store import ClaimRequest  # (SQLAlchemy: only with a database)
 
+            # Claimed rows are read back with no column but uid (and what orders them): the
+            # controller has the tasks it added, and reads the others whole (Sync.whole).
             claim = ClaimRequest(
                 self.owner, self.lease_seconds, tuple(uids), limit if types else 0,
-                tuple(types), columns=rows.SYNC_COLUMNS,
+                tuple(types), columns=(),
             )  # fmt: skip
         result: WriteResult | None = None
         try:

@@ -100,18 +100,22 @@ class Sync:
         self.adapter.requeue_expired(rows.lost_attempt)
         started = dt.datetime.now(dt.timezone.utc)
         since = self._since or dt.datetime.fromtimestamp(0, dt.timezone.utc)
-        # rows of the tasks it holds are its own to write; the rest of what it wrote itself
-        # comes back too: skip exactly that version
-        changed = [
-            row
-            for row in self.adapter.load_changed(
-                since, columns=rows.SYNC_COLUMNS, except_leased_by=self.owner
-            )
-            if row["updated_at"] != self._written.get(row["uid"])
-        ]
-        changed = self.whole(changed)
+        # Rows of the tasks it holds are its own to write; the rest of what it wrote itself
+        # comes back too: skip exactly that version. Which rows changed is read first (uid
+        # and updated_at only: most are its own, finished tasks with their results), then
+        # the state of the others.
+        stamps = self.adapter.load_changed(since, columns=(), except_leased_by=self.owner)
+        others = [row["uid"] for row in stamps if not self._wrote(row)]
+        changed = []
+        if others:
+            found = self.adapter.load(others, columns=rows.SYNC_COLUMNS)
+            changed = self.whole([row for row in found if not self._wrote(row)])
         self._since = started - dt.timedelta(seconds=SYNC_OVERLAP_SECONDS)
         self._loop.call_soon(self._client.synced, changed)
+
+    def _wrote(self, row: Row) -> bool:
+        """Whether ``row`` is this controller's own last write of it."""
+        return bool(row["updated_at"] == self._written.get(row["uid"]))
 
     def _load_executors(self) -> None:
         """Executors registered in a notebook somewhere, new or changed since last time."""
