@@ -61,7 +61,7 @@ ENTRIES = [
     Entry("nbqueue-tpw16", NBQ, "w1,w2", (*MEM, "--tasks-per-worker", "16"),
           what="tasks_per_worker=16", group=MEMORY),
     Entry("nbqueue-notebook", NBQ, "w1,w2", (*MEM, "--mode", "notebook"),
-          what="controller on the caller's asyncio loop, as in Jupyter", group=MEMORY),
+          what="the caller inside a running asyncio loop, as a Jupyter cell", group=MEMORY),
     Entry("ray", "bench.sys_ray", "w1,w2", requires=("ray",), what="loopback only",
           group=MEMORY),
     # -- the durable path, interleaved

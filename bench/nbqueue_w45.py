@@ -179,7 +179,7 @@ def run_w5(s: System, store: Store, tpw: int | None) -> None:
     out["controller_cpu_s_without_dashboard"] = bare["controller_cpu_s"]
     out["seconds_without_dashboard"] = bare["seconds"]
     out["store"] = store.describe()
-    out["mode"] = "notebook (controller and dashboard on the caller's asyncio loop)"
+    out["mode"] = "notebook (the caller inside a running asyncio loop, as a cell)"
     if out.get("note"):
         s.note(f"W5: {out['note']}")
     print(

@@ -2,7 +2,7 @@
 
     python -m bench.profile_nbqueue                       # W1, 20,000 tasks, thread mode
     python -m bench.profile_nbqueue --workload w2 --n 2000
-    python -m bench.profile_nbqueue --mode notebook       # controller on the caller's loop
+    python -m bench.profile_nbqueue --mode notebook       # the caller inside a running loop
     python -m bench.profile_nbqueue --out /tmp/prof       # also writes text and HTML reports
     python -m bench.profile_nbqueue --store sqlite --n 5000   # on a database
 
@@ -11,7 +11,8 @@ no profiler here samples) are counted and timed instead: calls, rows, seconds pe
 
 In thread mode the controller's work is split between the calling thread (``add()``,
 ``wait()``, results) and the controller's loop thread (reading worker messages): one
-profiler runs in each. In notebook mode both happen on the calling thread. The CPU time of
+profiler runs in each, in notebook mode too (the caller then runs inside ``asyncio.run()``,
+as a cell runs inside the kernel's loop). The CPU time of
 the controller process and of the worker processes is printed as well, per 1,000 tasks,
 so it is clear which side bounds the throughput.
 """

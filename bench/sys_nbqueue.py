@@ -8,10 +8,10 @@ memory or on a database.
     python -m bench.sys_nbqueue --out r.json --workloads w5      # dashboard attached
     python -m bench.sys_nbqueue --out r.json --workloads wbig    # a big shared input
 
-``--mode notebook`` runs everything inside ``asyncio.run()``, so the controller lives on the
-caller's event loop as in a Jupyter kernel and ``wait()`` turns that loop (nest-asyncio);
-``--mode thread`` (the default for W1-W4) is a script: the controller has a loop thread of
-its own. W5 always runs in notebook mode: the dashboard draws from the kernel's loop.
+``--mode notebook`` runs everything inside ``asyncio.run()``, as a Jupyter cell runs inside
+the kernel's running event loop (the controller has a loop thread of its own either way);
+``--mode thread`` (the default for W1-W4) is a plain script. W5 always runs in notebook
+mode, with the dashboard attached.
 
 On a database ``add()`` returns before the task's row is committed (a writer thread commits
 in batches), so W3 stops its clock only once every task is committed as completed, read
