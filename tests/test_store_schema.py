@@ -5,16 +5,17 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
+import uuid
 
 import pytest
 import sqlalchemy as sa
 import store_kit as kit
 from helpers import poll
-from store_kit import Store, make_task, save, sql_only
+from store_kit import Store, make_task, postgres_only, save, sql_only
 
 from nbqueue import rows
 from nbqueue.errors import ConfigurationError
-from nbqueue.store import SCHEMA_VERSION, DatabaseAdapter, SchemaMismatchError
+from nbqueue.store import SCHEMA_VERSION, DatabaseAdapter, SchemaMismatchError, SQLAlchemyAdapter
 
 store, adapter, no_secret = kit.store, kit.adapter, kit.no_secret
 
@@ -181,6 +182,36 @@ def test_claims_read_the_claim_index_which_an_older_table_gets(store: Store) -> 
     adapter.close()  # (a PostgreSQL session hands in its statistics as it ends)
     if store.kind == "postgresql":
         poll(lambda: _index_scans(store) > scans, timeout=15)
+
+
+@postgres_only
+def test_an_index_the_role_may_not_create_is_left_out_with_a_warning(
+    store: Store, postgres_server: sa.Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A role that may write the tasks but does not own the table cannot add an index an
+    earlier nbqueue did not make: it says so and works on (claims read more rows)."""
+    store.new_adapter().open()
+    store.sql("DROP INDEX ix_tasks_claim")
+    role = f"nbq_writer_{uuid.uuid4().hex[:8]}"
+    with postgres_server.connect() as conn:
+        conn.exec_driver_sql(f'CREATE ROLE "{role}" LOGIN')
+    try:
+        store.sql(
+            f'GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO "{role}"'
+        )
+        assert store.url is not None
+        url = sa.make_url(store.url).set(username=role).render_as_string(hide_password=False)
+        writer = SQLAlchemyAdapter(url)
+        with caplog.at_level(logging.WARNING, logger="nbqueue.store"):
+            writer.open()
+        assert "could not create index ix_tasks_claim" in caplog.text
+        save(writer, make_task("low"), make_task("high", priority=2))
+        assert [row["name"] for row in writer.claim_next("me", 1, 30)] == ["high"]
+        writer.close()
+    finally:
+        store.sql(f'DROP OWNED BY "{role}"')  # its privileges in this database
+        with postgres_server.connect() as conn:
+            conn.exec_driver_sql(f'DROP ROLE "{role}"')
 
 
 def _index_scans(store: Store) -> int:
