@@ -78,10 +78,12 @@ def test_dask_notebook_runs_the_same_workload_on_both_backends() -> None:
     assert "same results: True" in out
     assert "files: ['beach-800x600.jpg', 'beach-400x300.jpg']" in out
     assert "flaky: ok after 1 retry" in out
-    # Progress streamed back from the Dask workers while the tasks ran.
+    # Progress streamed back from the Dask workers while the tasks ran: from the task that
+    # sleeps between steps, and from the CPU-bound ones (one of them at least: on a loaded
+    # machine a short one's reports may all be coalesced into its last, 100 %).
     live = out.split("live progress from:")[1]
-    for name in ("compress beach", "pi seed=0", "pi seed=3"):
-        assert name in live, out
+    assert "compress beach" in live, out
+    assert any(f"pi seed={seed}" in live for seed in range(4)), out
 
     _, status = find_cell(nb, "%nbqueue status")
     assert "completed 6" in text_of(status)
