@@ -8,7 +8,8 @@ earlier nbqueue.
 
 Migrations (in the opening transaction, under the same PostgreSQL advisory lock):
 
-- 1 -> 2: the nullable columns ``key`` and ``output``, and the index on ``key``.
+- 1 -> 2: the nullable columns ``key`` and ``output`` (and, as for any table made before
+  an index was added, the missing indexes: here the one on ``key``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from nbqueue.errors import SchemaMismatchError
-from nbqueue.store import columns, schema
+from nbqueue.store import columns
 from nbqueue.store.queries import Queries
 
 log = logging.getLogger("nbqueue.store")
@@ -112,9 +113,7 @@ def _migrate_from_1(
             if name not in stored:
                 column = sa.schema.CreateColumn(tasks.c[name]).compile(dialect=conn.dialect)
                 conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {column}")
-        index_name = schema.KEY_INDEX.format(table=tasks.name)
-        if index_name not in {index["name"] for index in inspector.get_indexes(tasks.name)}:
-            next(index for index in tasks.indexes if index.name == index_name).create(conn)
+        # (its index on key, as every index missing, is added by _add_missing_indexes)
     conn.execute(queries.update_version)
     log.info(
         "nbqueue: migrated table %s in %s from schema version 1 to %d (added columns %s)",
