@@ -34,13 +34,10 @@ def write(conn: Connection, q: Queries, plan: Plan) -> tuple[list[str], list[Row
 
 def save(conn: Connection, q: Queries, complete: list[Row], partial: list[Row]) -> None:
     """Upsert the complete rows; update existing rows from the partial ones."""
-    dialect = conn.dialect.name
     for names, batch in by_columns(complete):
-        conn.execute(q.upsert(dialect, names), batch)
-    for _, batch in by_columns(partial):
-        params = [{"b_uid": r["uid"], **{k: v for k, v in r.items() if k != "uid"}}
-                  for r in batch]  # fmt: skip
-        conn.execute(q.update_some, params)
+        q.bulk.upsert(conn, names, batch)
+    for names, batch in by_columns(partial):
+        q.bulk.update(conn, names, batch)
 
 
 def delete(conn: Connection, q: Queries, uids: list[str]) -> int:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from nbqueue.store import columns
+from nbqueue.store.bulk import Bulk
 from nbqueue.store.schema import CLAIM_INDEX, Schema
 
 #: The key of the schema version in ``<table>_meta``.
@@ -34,7 +35,8 @@ class Queries:
             .where(meta.c.key == VERSION_KEY)
             .values(value=str(columns.SCHEMA_VERSION))
         )
-        self.update_some = sa.update(tasks).where(c.uid == sa.bindparam("b_uid"))
+        #: Upserts and updates of whole batches of rows (the writer's hot path).
+        self.bulk = Bulk(tasks)
         self._ready = sa.and_(c.status.in_(columns.CLAIMABLE), c.ready_at <= sa.bindparam("now"))
         # SQLite's planner prefers an index on status to the claim index (it cannot know
         # that nearly every row is pending): named, with INDEXED BY.
@@ -46,12 +48,6 @@ class Queries:
         """PostgreSQL: serialise open() between controllers starting at the same time."""
         key = zlib.crc32(f"nbqueue:{self.tasks.name}".encode())
         return sa.select(sa.func.pg_advisory_xact_lock(sa.literal(key, sa.BigInteger)))
-
-    def upsert(self, dialect: str, names: Sequence[str]) -> sa.Insert:
-        """Insert rows setting ``names``, or set those columns of the stored row."""
-        stmt = _insert(dialect, self.tasks)
-        changed = {name: stmt.excluded[name] for name in names if name != "uid"}
-        return stmt.on_conflict_do_update(index_elements=[self.tasks.c.uid], set_=changed)
 
     def columns(self, names: tuple[str, ...] | None) -> list[sa.ColumnElement[Any]]:
         """These columns of the tasks table; every one for None."""
