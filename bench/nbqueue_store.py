@@ -73,7 +73,8 @@ class Committed:
         t0 = time.perf_counter()
         pending = set(uids)
         while pending:
-            done = {r["uid"] for r in self.adapter.load(pending) if r["status"] == "completed"}
+            found = self.adapter.load(pending, columns=("status",))
+            done = {r["uid"] for r in found if r["status"] == "completed"}
             pending -= done
             if pending:
                 if time.perf_counter() - t0 > timeout:
