@@ -37,7 +37,8 @@ if TYPE_CHECKING:
     from nbqueue.store import DatabaseAdapter, Row
 
 log = logging.getLogger("nbqueue")
-#: Claim this many times the workers' capacity ahead, so that freed slots are refilled
+#: Claim this many times what the workers hold (the tasks they run and have queued, which
+#: their prefetch makes deep for short tasks) ahead, so that freed slots are refilled
 #: without a database round trip and claims come in large batches.
 RESERVE_FACTOR = 4
 
@@ -133,7 +134,8 @@ class DatabaseDispatcher(Dispatcher):
         if self.store is None or self.controller.closed:
             return
         backend = self.controller.backend
-        reserve = free_after + RESERVE_FACTOR * backend.capacity()
+        window = max(backend.capacity(), len(self.controller.running) + backend.free_slots())
+        reserve = free_after + RESERVE_FACTOR * window
         free = reserve - len(self.reserved) - self.claiming
         if free <= 0:
             return

@@ -13,6 +13,7 @@ is lost or damaged is reported to the controller, which makes it loud.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import logging
 import threading
 import time
@@ -31,6 +32,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("nbqueue")
 
+#: At most this many rows are written in one transaction: a claim waiting behind a burst of
+#: new tasks is answered after one such batch, not after the whole burst.
+MAX_BATCH_ROWS = 500
 #: After a failed write, wait this long before trying again (doubling up to the cap).
 WRITE_RETRY_SECONDS = 1.0
 WRITE_RETRY_CAP_SECONDS = 30.0
@@ -62,6 +66,7 @@ class Persistence:
         self._unstorable: set[str] = set()
         self._queued = 0  # rows handed to write() so far
         self._committed = 0  # of which written (or refused) for good
+        self._flushing = 0  # flush() calls waiting
         self._stopping = False
         self._failed: DatabaseError | None = None
         self._last_write = 0.0
@@ -135,14 +140,18 @@ class Persistence:
         with self._cond:
             target = self._queued
             self._urgent = True
+            self._flushing += 1  # the next batch takes every row
             self._cond.notify()
-            while self._committed < target:
-                if self._failed is not None:
-                    raise self._failed
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    return False
-                self._cond.wait(left if left is not None else 1.0)
+            try:
+                while self._committed < target:
+                    if self._failed is not None:
+                        raise self._failed
+                    left = None if deadline is None else deadline - time.monotonic()
+                    if left is not None and left <= 0:
+                        return False
+                    self._cond.wait(left if left is not None else 1.0)
+            finally:
+                self._flushing -= 1
         return True
 
     def close(self, timeout: float = 10.0) -> None:
@@ -223,14 +232,14 @@ class Persistence:
 
     def _cycle(self, *, final: bool) -> None:
         with self._cond:
-            batch, self._rows, self._urgent = self._rows, {}, False
+            batch = self._take_rows(everything=final or self._flushing > 0)
             deleted, self._deleted = self._deleted, set()
             uids, self._claim_uids = self._claim_uids, []
             limit, self._claim_limit = self._claim_limit, 0
             types = self._claim_types
             executors, self._executors = self._executors, []
             new_tasks, self._new_tasks = self._new_tasks, False
-            queued = self._queued
+            queued = None if self._rows else self._queued  # (rows left: not all written)
         claim = None
         if not final and (uids or (limit > 0 and types)):
             from nbqueue.store import ClaimRequest  # (SQLAlchemy: only with a database)
@@ -264,12 +273,22 @@ class Persistence:
                 won, claimed = (result.won, result.claimed) if result else ([], [])
                 self._answer_claims(claimed, won, len(uids) + limit)
         with self._cond:
-            self._committed = max(self._committed, queued)
+            if queued is not None:
+                self._committed = max(self._committed, queued)
             self._cond.notify_all()
         if new_tasks:
             self.adapter.notify()
         if not final:
             self._sync.housekeeping()
+
+    def _take_rows(self, *, everything: bool) -> dict[str, Row]:
+        """The rows of the next batch: every row, or the oldest MAX_BATCH_ROWS (the rest
+        wait for the next cycle, which comes at once). Called with the condition held."""
+        if everything or len(self._rows) <= MAX_BATCH_ROWS:
+            batch, self._rows, self._urgent = self._rows, {}, False
+            return batch
+        first = list(itertools.islice(self._rows, MAX_BATCH_ROWS))
+        return {uid: self._rows.pop(uid) for uid in first}
 
     def _write(
         self, batch: dict[str, Row], deleted: set[str], claim: ClaimRequest | None
