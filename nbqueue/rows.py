@@ -66,6 +66,8 @@ SYNC_COLUMNS = (*STATE_COLUMNS, "lease_owner")
 #: larger ones are stored as they came from the worker.
 JSON_RESULT_MAX_BYTES = 1 << 20
 _MAX_DEPTH = 100
+#: Compact JSON (one encoder for every call: json.dumps with options makes a new one each).
+_to_json = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 
 
 # -- Task -> row --------------------------------------------------------------------------
@@ -123,7 +125,7 @@ def task_state_row(
         "finished_at": task.finished_at,
         "worker": task.worker,
         "error": None if last is None else _clean(str(last)),
-        "errors": json.dumps([_error_dict(e) for e in task.errors], separators=(",", ":")),
+        "errors": _to_json([_error_dict(e) for e in task.errors]) if task.errors else "[]",
         "result": result,
         "result_blob": None,
     }
@@ -137,7 +139,7 @@ def task_state_row(
             errors = [_error_dict(e) for e in (*task.errors, record)]
             row.update(
                 status=Status.FAILED.value, result=None, error=_clean(str(record)),
-                errors=json.dumps(errors, separators=(",", ":")),
+                errors=_to_json(errors),
             )  # fmt: skip
     if output:
         row["output"] = _clean(task.output) or None
@@ -164,7 +166,7 @@ def lost_attempt(row: Row) -> Row:
     except ValueError:
         errors = []
     errors.append(_error_dict(record))
-    moved.update(error=str(record), errors=json.dumps(errors, separators=(",", ":")))
+    moved.update(error=str(record), errors=_to_json(errors))
     retries, limit = row.get("retry_count"), row.get("max_retries")
     if type(retries) is int and type(limit) is int and retries < limit:
         delay = retry.backoff_seconds(retries + 1)
@@ -217,7 +219,7 @@ def _json_text(value: Any) -> str | None:
     same types), else None."""
     if not _is_json(value, 0):
         return None
-    return json.dumps(value, separators=(",", ":"), allow_nan=False)
+    return _to_json(value)
 
 
 def _is_json(value: Any, depth: int) -> bool:
