@@ -81,6 +81,53 @@ def test_write_does_a_writers_whole_cycle(store: Store, adapter: DatabaseAdapter
     assert adapter.write() == WriteResult(adapter.write().updated_at)  # nothing to do
 
 
+def test_new_rows_compete_with_stored_ones_and_are_inserted_claimed(
+    store: Store, adapter: DatabaseAdapter
+) -> None:
+    stored = make_task("stored", priority=1)
+    save(adapter, stored)
+    store.clock.advance(1)
+    best, last, later = (
+        make_task("best", priority=5), make_task("last"), make_task("later", delay=60)
+    )  # fmt: skip
+    result = adapter.write(
+        [rows.task_to_row(t) for t in (best, last, later)],
+        claim=ClaimRequest("me", 30, limit=2, columns=()),
+    )
+    assert [r["uid"] for r in result.claimed] == [best.uid, stored.uid]  # best first, in order
+    found = by_uid(adapter)
+    assert {uid: row["status"] for uid, row in found.items()} == {
+        best.uid: "running", stored.uid: "running", last.uid: "pending", later.uid: "pending",
+    }  # fmt: skip
+    assert found[best.uid]["lease_owner"] == found[stored.uid]["lease_owner"] == "me"
+    assert found[last.uid]["lease_owner"] is None
+
+
+@sql_only
+def test_new_rows_claimed_as_they_are_saved_are_written_once(adapter: DatabaseAdapter) -> None:
+    statements = Statements(adapter)
+    new = [make_task(f"new{i}") for i in range(3)]
+    result = adapter.write(
+        [rows.task_to_row(t) for t in new], claim=ClaimRequest("me", 30, limit=2, columns=())
+    )
+    assert [r["uid"] for r in result.claimed] == [new[0].uid, new[1].uid]
+    assert not [sql for sql in statements.sql if sql.lstrip().upper().startswith("UPDATE")]
+    assert {uid: row["lease_owner"] for uid, row in by_uid(adapter).items()} == {
+        new[0].uid: "me", new[1].uid: "me", new[2].uid: None,
+    }  # fmt: skip
+
+
+def test_a_new_row_deleted_in_the_same_write_is_not_claimed(adapter: DatabaseAdapter) -> None:
+    gone, kept = make_task("gone", priority=5), make_task("kept")
+    result = adapter.write(
+        [rows.task_to_row(gone), rows.task_to_row(kept)],
+        delete=[gone.uid],
+        claim=ClaimRequest("me", 30, limit=2, columns=()),
+    )
+    assert [r["uid"] for r in result.claimed] == [kept.uid]
+    assert set(by_uid(adapter)) == {kept.uid}
+
+
 def test_nothing_is_written_when_a_part_is_refused(store: Store, adapter: DatabaseAdapter) -> None:
     keep, ready = make_task("keep"), make_task("ready")
     save(adapter, keep, ready)

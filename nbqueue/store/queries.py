@@ -81,12 +81,22 @@ class Queries:
     ) -> sa.ColumnElement[bool]:
         """The ``limit`` best ready rows not held by another claimer, read from the claim
         index in order (never a sort of every pending row)."""
-        if dialect == "sqlite":  # (no row locks: the transaction holds the write lock)
-            rows = self._best_ready(sa.column, limit, types).select_from(self._claim_from_sqlite)
-        else:
-            rows = self._best_ready(self.tasks.c.__getitem__, limit, types)
-            rows = rows.with_for_update(skip_locked=True)
-        return self.tasks.c.uid.in_(rows)
+        return self.tasks.c.uid.in_(self.best_ready(dialect, limit, types, ("uid",)))
+
+    def best_ready(
+        self, dialect: str, limit: int, types: list[str] | None, names: tuple[str, ...]
+    ) -> sa.Select[Any]:
+        """SELECT ``names`` of the ``limit`` best ready rows (of ``types`` when given), best
+        first, from the claim index; on PostgreSQL locked, skipping rows another claimer
+        holds (SQLite has no row locks: the transaction holds the write lock)."""
+        c = self.tasks.c
+        if dialect == "sqlite":  # the index named: plain column names, with their types
+            rows = self._best_ready(lambda name: sa.column(name, c[name].type), limit, types)
+            return rows.with_only_columns(*(sa.column(n, c[n].type) for n in names)).select_from(
+                self._claim_from_sqlite
+            )
+        rows = self._best_ready(c.__getitem__, limit, types)
+        return rows.with_only_columns(*(c[n] for n in names)).with_for_update(skip_locked=True)
 
     def _best_ready(
         self, col: Callable[[str], sa.ColumnClause[Any]], limit: int, types: list[str] | None
