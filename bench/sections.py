@@ -45,7 +45,9 @@ def durable(results: list[Result]) -> list[str]:
          "(**median**)." if rounds > 1 else "These systems ran once each.")
         + " They do not make a task durable at the same moment, so the second column says "
         "when each one commits. Every W3 clock stops once every task's final state is stored "
-        "where the producer reads it: nbqueue's row, read back over a connection of its own; "
+        "where the producer reads it: nbqueue's rows, read back over a connection of its own "
+        "(a count of the rows not completed yet, polled every 2 ms; each row is checked "
+        "after the clock); "
         "the job's final status for pgqueuer and procrastinate (they keep no return values); "
         "the result in SQLite for Huey, in Redis for Celery.",
         "",

@@ -142,6 +142,8 @@ def _throughput_on(s: System, setup: Setup, workload: str, n: int) -> None:
                         _w1_like(queue, n, f"{workload} ({r + 1}/{REPEATS})", repeats=1,
                                  committed=committed, flush=setup.flush)
                     )  # fmt: skip
+                    if committed is not None:
+                        committed.check()
                 finally:
                     if committed is not None:
                         waits += committed.waits
