@@ -3,14 +3,13 @@
 SQLAlchemy's ``executemany`` builds and converts every parameter of every row in Python
 (``construct_params`` and the types' processors, per row); for a batch of task rows that
 cost more than the database's own work. Here one statement per set of columns is written
-once and kept, each row's values are converted once (by the columns' own bind processors)
-into the driver's parameter form, and the driver's ``executemany`` runs the whole batch: on
-SQLite one prepared statement stepped per row, on PostgreSQL (psycopg) one pipeline of
-prepared statements, one round trip. (Bulk statements that send each column as one array,
-``unnest``, measured slower on PostgreSQL: psycopg dumps array elements in Python, and the
-planner joins the arrays to the table with a scan of the table.)
-
-The rows come checked (:mod:`nbqueue.store.rowcheck`), with one uid each.
+once and kept, and the driver's ``executemany`` runs the whole batch with each row's values
+as they are -- they are checked (:mod:`nbqueue.store.rowcheck`): str, int, float, bytes,
+aware UTC datetimes, None; only datetimes become text on SQLite. On SQLite that is one
+prepared statement stepped per row; on PostgreSQL (psycopg) one pipeline of prepared
+statements, one round trip. (Statements that send each column as one array, ``unnest``,
+measured slower on PostgreSQL: psycopg dumps array elements in Python, and the planner
+joins the arrays to the table with a scan of the table.)
 """
 
 from __future__ import annotations
@@ -23,7 +22,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Dialect
 
 from nbqueue.store.columns import Row
-from nbqueue.store.schema import JSONText
+from nbqueue.store.pgcopy import CopyUpsert
+from nbqueue.store.schema import JSONText, UTCDateTime, sqlite_text
 
 
 class Bulk:
@@ -32,11 +32,15 @@ class Bulk:
     def __init__(self, tasks: sa.Table) -> None:
         self.tasks = tasks
         self._made: dict[tuple[str, str, tuple[str, ...]], _Statement] = {}
+        self._copy = CopyUpsert(tasks)
 
     def upsert(self, conn: Connection, names: tuple[str, ...], rows: Sequence[Row]) -> None:
         """Insert these rows, each setting ``names``, or set those columns of the stored row
-        with the same uid."""
-        self._statement(conn.dialect, "upsert", names).run(conn, rows)
+        with the same uid. Many rows on PostgreSQL go by COPY (:mod:`nbqueue.store.pgcopy`)."""
+        if self._copy.usable(conn, rows):
+            self._copy.upsert(conn, names, rows)
+        else:
+            self._statement(conn.dialect, "upsert", names).run(conn, rows)
 
     def update(self, conn: Connection, names: tuple[str, ...], rows: Sequence[Row]) -> None:
         """Set ``names`` (uid among them) of the stored rows with these uids; a uid with no
@@ -52,9 +56,8 @@ class Bulk:
 
 
 class _Statement:
-    """One statement, rendered for its driver's parameter style, and how to turn a row into
-    its parameters: a tuple in the statement's order (positional paramstyles) or a dict,
-    with the values the columns' bind processors convert converted."""
+    """One statement, rendered for its driver's parameter style, and how a row becomes its
+    parameters: a tuple in the statement's order (positional paramstyles), or the row."""
 
     def __init__(self, sql: str, dialect: Dialect, names: tuple[str, ...], table: sa.Table):
         compiled = sa.text(sql).compile(dialect=dialect)
@@ -62,21 +65,26 @@ class _Statement:
         self.positional = bool(compiled.positional)
         self.order = tuple(compiled.positiontup or ()) if self.positional else names
         self._values = operator.itemgetter(*self.order)
-        processors = [
-            table.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in self.order
-        ]
-        self._convert = [(i, fn) for i, fn in enumerate(processors) if fn is not None]
+        #: Where the datetimes are, on SQLite (which keeps them as text).
+        self._convert = [
+            i for i, name in enumerate(self.order)
+            if dialect.name == "sqlite" and isinstance(table.c[name].type, UTCDateTime)
+        ]  # fmt: skip
 
     def run(self, conn: Connection, rows: Sequence[Row]) -> None:
+        """Run it once per row; each row has exactly the statement's columns."""
         values, convert = self._values, self._convert
+        if not self.positional and not convert:
+            conn.exec_driver_sql(self.sql, list(rows))
+            return
         params: list[Any] = []
         for row in rows:
             found = values(row)
             if convert:
                 changed = list(found)
-                for i, fn in convert:
+                for i in convert:
                     if changed[i] is not None:
-                        changed[i] = fn(changed[i])
+                        changed[i] = sqlite_text(changed[i])
                 found = tuple(changed)
             params.append(found if self.positional else dict(zip(self.order, found, strict=True)))
         conn.exec_driver_sql(self.sql, params)
