@@ -56,6 +56,11 @@ class _SQLiteDateTime(sa.types.UserDefinedType[str]):
         return "DATETIME"
 
 
+def sqlite_text(value: dt.datetime) -> str:
+    """How SQLite keeps an aware UTC datetime: fixed-width text (chronological order)."""
+    return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
 class UTCDateTime(sa.types.TypeDecorator[dt.datetime]):
     """Timezone-aware UTC datetimes in and out. On SQLite they are stored as fixed-width
     ``YYYY-MM-DD HH:MM:SS.ffffff`` text (so comparisons in SQL are chronological) and parsed
@@ -75,7 +80,7 @@ class UTCDateTime(sa.types.TypeDecorator[dt.datetime]):
             return value
         value = checks.utc(value)
         if dialect.name == "sqlite":
-            return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+            return sqlite_text(value)
         return value
 
     def process_result_value(self, value: Any, dialect: Dialect) -> Any:
