@@ -73,7 +73,9 @@ class TaskFuture(_Future[Any]):
 
     def _settle(self) -> None:
         """Bring the Future's own state up to a finished task's (once; the controller calls
-        this when the task finishes, and it is called when the Future's state is made)."""
+        this, on its loop without its lock, when the task finishes, and it is called when
+        the Future's state is made). The controller skips the call while that state was
+        never made: whichever thread makes it later sees the finished status and settles."""
         if not self.status.finished:
             return
         with _future_lock:

@@ -27,6 +27,9 @@ class Runtime(Protocol):
 
     def in_loop_thread(self) -> bool: ...
 
+    def add_reader(self, fd: int, fn: Callable[..., None], *args: Any) -> None:
+        """Call ``fn(*args)`` on ``loop`` whenever ``fd`` is readable (call it on the loop)."""
+
     def call_soon(self, fn: Callable[..., Any], *args: Any) -> None:
         """Run ``fn(*args)`` on the loop (from any thread)."""
 

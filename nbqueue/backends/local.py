@@ -130,7 +130,7 @@ class LocalBackend(ExecutionBackend):
         theirs.close()
         w = _Worker(slot, name, process, ours, table)
         self._workers[slot] = w
-        self._runtime.loop.add_reader(ours.fileno(), self._on_readable, w)
+        self._runtime.add_reader(ours.fileno(), self._on_readable, w)
 
     def shutdown(self) -> None:
         self._stopping = True

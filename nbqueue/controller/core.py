@@ -142,13 +142,13 @@ class Controller:
 
     # -- the task's Owner protocol -------------------------------------------------------
     def wait_until(self, predicate: Callable[[], bool], timeout: float | None) -> None:
-        """Process (release tasks waiting for run_tasks/wait) and block until
-        ``predicate()``; TimeoutError after ``timeout`` seconds."""
+        """Process (dispatch what waits for it) and block until ``predicate()`` (or time out)."""
         with self.lock:
             self.waiters += 1
-            self.dispatch()
         try:
-            done = self.loop.wait_until(lambda: predicate() or self.failure is not None, timeout)
+            done = self.loop.wait_until(
+                lambda: predicate() or self.failure is not None, timeout, self.dispatch
+            )
         finally:
             with self.lock:
                 self.waiters -= 1
@@ -311,9 +311,9 @@ class Controller:
         self.loop.notify()
 
     def settle_later(self, task: Task[Any]) -> None:
-        """Bring the task's Future up to date on the loop, without the lock (done
-        callbacks run there)."""
-        self.loop.call_soon(task._settle)
+        """Bring the task's Future (if made: its maker settles it) up to date on the loop."""
+        if task._future_made:
+            self.loop.call_soon(task._settle)
 
     def contained(self, task: Task[Any]) -> Contained:
         """Whatever goes wrong while handling ``task`` fails that task, not the controller:

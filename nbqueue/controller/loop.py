@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import os
+import select
 import threading
 import time
 from collections.abc import Callable
@@ -34,6 +36,8 @@ class ControllerLoop:
     def __init__(self, name: str = "nbqueue-controller") -> None:
         self.lock = threading.RLock()
         self._waiters: list[_Waiter] = []  # under the lock
+        self._wake_due = False  # under the lock: the loop thread will check the waiters
+        self._reading = False  # the loop thread runs a reader callback (add_reader)
         self.loop = asyncio.new_event_loop()
         self._closed = False
         ready = threading.Event()
@@ -48,6 +52,20 @@ class ControllerLoop:
 
     def in_loop_thread(self) -> bool:
         return threading.current_thread() is self._thread
+
+    def add_reader(self, fd: int, fn: Callable[..., None], *args: Any) -> None:
+        """Call ``fn(*args)`` on the loop whenever ``fd`` is readable (call it on the loop);
+        the waits it lets go are woken once it returns."""
+        self.loop.add_reader(fd, self._read, fn, args)
+
+    def _read(self, fn: Callable[..., None], args: tuple[Any, ...]) -> None:
+        self._reading = True
+        try:
+            fn(*args)
+        finally:
+            self._reading = False
+            if self._wake_due:
+                self._wake_later()
 
     def call_soon(self, fn: Callable[..., Any], *args: Any) -> None:
         """Run ``fn(*args)`` on the loop (from any thread); dropped once the loop closed."""
@@ -87,14 +105,41 @@ class ControllerLoop:
     def notify(self) -> None:
         """Something changed (call with the lock held): wake each :meth:`wait_until` whose
         condition now holds. The others sleep on: a wait for the last of many tasks is
-        not woken by each of the others."""
-        for waiter in self._waiters:
-            waiter.check()
+        not woken by each of the others. On the loop thread the conditions are checked
+        once the callback that changed things is done (at the end of a reader callback,
+        else in a callback of their own), once for all it changed: the woken thread then
+        runs while this one waits for events, instead of both wanting the GIL (and the
+        lock) while this one finishes the callback."""
+        if not self.in_loop_thread():
+            for waiter in self._due():
+                waiter.wake()
+        elif not self._wake_due:
+            self._wake_due = True
+            if not self._reading:
+                self.loop.call_soon(self._wake_later)
 
-    def wait_until(self, predicate: Callable[[], bool], timeout: float | None) -> bool:
+    def _wake_later(self) -> None:
+        with self.lock:
+            self._wake_due = False
+            due = self._due()
+        for waiter in due:
+            waiter.wake()
+
+    def _due(self) -> list[_Waiter]:
+        """The waiters to wake now (the lock held)."""
+        return [waiter for waiter in self._waiters if waiter.check()]
+
+    def wait_until(
+        self,
+        predicate: Callable[[], bool],
+        timeout: float | None,
+        begin: Callable[[], None] | None = None,
+    ) -> bool:
         """Block until ``predicate()`` (checked under the lock) is true; False when
-        ``timeout`` seconds passed first. Refused on the loop thread itself (an event
-        listener or done callback that waits would stop the controller it waits for)."""
+        ``timeout`` seconds passed first. ``begin()`` runs first, under the same lock, so
+        that what it starts (a dispatch) can only end once this wait is registered.
+        Refused on the loop thread itself (an event listener or done callback that waits
+        would stop the controller it waits for)."""
         if self.in_loop_thread():
             raise NbqueueError(
                 "cannot wait for tasks on the queue's controller thread (from an event "
@@ -103,6 +148,8 @@ class ControllerLoop:
         deadline = None if timeout is None else time.monotonic() + timeout
         waiter = _Waiter(predicate)
         with self.lock:
+            if begin is not None:
+                begin()
             if predicate():
                 return True
             if self._closed:
@@ -115,14 +162,14 @@ class ControllerLoop:
                     left = min(left, deadline - time.monotonic())
                     if left <= 0:
                         return False
-                if not waiter.event.wait(left):
+                if not waiter.sleep(left):
                     continue
                 with self.lock:
                     if predicate():
                         return True
                     if self._closed:
                         raise QueueShutDownError("the queue was shut down while waiting")
-                    waiter.event.clear()  # (under the lock: no notify is missed)
+                    waiter.rearm()  # (under the lock: no notify is missed)
         finally:
             with self.lock:
                 self._waiters.remove(waiter)
@@ -145,7 +192,9 @@ class ControllerLoop:
         with self.lock:
             self._closed = True
             for waiter in self._waiters:
-                waiter.event.set()
+                if not waiter.woken:
+                    waiter.woken = True
+                    waiter.wake()
         if not self.loop.is_closed():
             try:
                 self.loop.call_soon_threadsafe(self.loop.stop)
@@ -157,21 +206,63 @@ class ControllerLoop:
                 self.loop.close()
 
 
-class _Waiter:
-    """One :meth:`ControllerLoop.wait_until`: its condition, and the event that wakes it."""
+class _Gate:
+    """A thread's pipe to be woken through (kept for its next waits)."""
 
-    __slots__ = ("event", "predicate")
+    def __init__(self) -> None:
+        self.read, self.write = os.pipe()
+        os.set_blocking(self.read, False)
+        self.poll = select.poll()
+        self.poll.register(self.read, select.POLLIN)
+
+    def __del__(self) -> None:
+        os.close(self.read)
+        os.close(self.write)
+
+
+_gates = threading.local()
+
+
+class _Waiter:
+    """One :meth:`ControllerLoop.wait_until`: its condition, and the pipe its thread
+    sleeps on. ``woken`` is read and written under the controller's lock."""
+
+    __slots__ = ("_gate", "predicate", "woken")
 
     def __init__(self, predicate: Callable[[], bool]) -> None:
         self.predicate = predicate
-        self.event = threading.Event()
+        gate = getattr(_gates, "gate", None)
+        if gate is None:
+            gate = _gates.gate = _Gate()
+        self._gate = gate
+        self.woken = False
 
-    def check(self) -> None:
-        if self.event.is_set():
-            return
+    def sleep(self, timeout: float) -> bool:
+        """Sleep until woken or ``timeout`` passed (False)."""
+        gate = self._gate
+        if not gate.poll.poll(timeout * 1000.0):
+            return False
+        try:
+            os.read(gate.read, 64)
+        except BlockingIOError:
+            pass
+        return True
+
+    def rearm(self) -> None:
+        """Woken for nothing: the next :meth:`wake` wakes it again (the lock held)."""
+        self.woken = False
+
+    def check(self) -> bool:
+        """Whether to wake it now (the lock held): its condition holds and it was not
+        woken yet. Then :meth:`wake` must follow."""
+        if self.woken:
+            return False
         try:
             holds = self.predicate()
         except Exception:  # let the waiter's own thread see the error
             holds = True
-        if holds:
-            self.event.set()
+        self.woken = holds
+        return holds
+
+    def wake(self) -> None:
+        os.write(self._gate.write, b"w")

@@ -1,0 +1,81 @@
+"""The round trip of a lone task and the shortcuts it takes: waits woken once the loop's
+callback is done, the Future settled only once made."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import socket
+import threading
+import time
+from typing import Any
+
+from nbqueue import Queue, Task
+from nbqueue.controller.loop import ControllerLoop
+
+
+def inc(task: Task[int]) -> int:
+    return task.data + 1  # type: ignore[operator]
+
+
+# -- a lone task -------------------------------------------------------------------------
+def test_a_finished_tasks_future_is_settled_when_it_is_first_used() -> None:
+    with Queue(max_workers=1) as q:
+        q.register(inc)
+        t = Task("t", "inc", data=1)
+        q.add(t)
+        assert t.wait(60)["value"] == 2  # type: ignore[index]
+        called: list[Any] = []
+        t.add_done_callback(called.append)  # the Future's state is made only now
+        assert called == [t]
+        assert concurrent.futures.wait([t], timeout=0).done == {t}
+
+
+# -- waking waits ------------------------------------------------------------------------
+def test_waits_are_woken_from_a_reader_callback_once_it_returns() -> None:
+    """A change made in a reader callback wakes the wait once the callback is done (not
+    while it runs); one made in another loop callback or another thread wakes it too."""
+    loop = ControllerLoop()
+    ours, theirs = socket.socketpair()
+    state = {"n": 0}
+    during: list[bool] = []
+
+    def wait_for(n: int, out: list[bool]) -> threading.Thread:
+        def wait() -> None:
+            out.append(loop.wait_until(lambda: state["n"] >= n, 30))
+
+        thread = threading.Thread(target=wait)
+        thread.start()
+        return thread
+
+    def bump() -> None:
+        with loop.lock:
+            state["n"] += 1
+            loop.notify()
+
+    def on_readable() -> None:
+        ours.recv(1)
+        bump()
+        time.sleep(0.2)  # the wait may not return meanwhile: it is woken after this
+        during.append(bool(first))
+
+    try:
+        first: list[bool] = []
+        waiter = wait_for(1, first)
+        loop.run(lambda: loop.add_reader(ours.fileno(), on_readable))
+        theirs.send(b"x")
+        waiter.join(10)
+        assert first == [True] and during == [False]
+        second: list[bool] = []
+        waiter = wait_for(2, second)
+        loop.call_soon(bump)  # a loop callback that is no reader's
+        waiter.join(10)
+        third: list[bool] = []
+        waiter = wait_for(3, third)
+        bump()  # another thread
+        waiter.join(10)
+        assert second == [True] and third == [True]
+    finally:
+        loop.run(lambda: loop.loop.remove_reader(ours.fileno()))
+        loop.close()
+        ours.close()
+        theirs.close()
