@@ -1,20 +1,59 @@
-"""The round trip of a lone task and the shortcuts it takes: waits woken once the loop's
+"""The round trip of a lone task and the shortcuts it takes: messages framed on the pipe
+as ``multiprocessing`` frames them (one read, one write), waits woken once the loop's
 callback is done, the Future settled only once made."""
 
 from __future__ import annotations
 
 import concurrent.futures
+import multiprocessing
+import os
 import socket
 import threading
 import time
 from typing import Any
 
+import pytest
+
 from nbqueue import Queue, Task
+from nbqueue.backends import frames
 from nbqueue.controller.loop import ControllerLoop
 
 
 def inc(task: Task[int]) -> int:
     return task.data + 1  # type: ignore[operator]
+
+
+# -- the pipe ----------------------------------------------------------------------------
+def test_frames_read_what_send_bytes_wrote_and_the_other_way_round() -> None:
+    ours, theirs = multiprocessing.Pipe(duplex=True)
+    reader = frames.FrameReader(ours.fileno())
+    messages = [b"", b"one", os.urandom(frames.JOIN_SIZE + 1), b"x" * 5]
+    for message in messages:  # several messages in one read
+        theirs.send_bytes(message)
+    received: list[bytes] = []
+    while len(received) < len(messages):
+        received += reader.read()
+    assert received == messages
+    big = os.urandom(3 * frames.READ_SIZE + 17)  # split over reads, and written by a thread
+    writer = threading.Thread(target=theirs.send_bytes, args=(big,))
+    writer.start()
+    assert reader.receive() == big
+    writer.join()
+    got: list[bytes] = []
+    reader_thread = threading.Thread(
+        target=lambda: got.extend(theirs.recv_bytes() for _ in range(5))
+    )
+    reader_thread.start()
+    for message in [*messages, big]:
+        frames.send(ours, message)
+    reader_thread.join(30)
+    assert got == [*messages, big]
+    theirs.close()
+    with pytest.raises(EOFError):
+        reader.read()
+    ours.close()
+    with pytest.raises(OSError):
+        frames.send(ours, b"closed")
 
 
 # -- a lone task -------------------------------------------------------------------------

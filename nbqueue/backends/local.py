@@ -12,7 +12,7 @@ from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 
 from nbqueue import checks, config, protocol, serialization
-from nbqueue.backends import worker
+from nbqueue.backends import frames, worker
 from nbqueue.backends.base import BackendSink, ExecutionBackend, WorkerInfo
 from nbqueue.errors import ConfigurationError, WorkerCrashedError
 
@@ -23,9 +23,6 @@ if TYPE_CHECKING:
     from nbqueue.registry import ExecutorSpec
     from nbqueue.task import Task
 
-#: Most messages read from one worker per loop callback, so one busy worker cannot starve
-#: the others.
-MAX_READS_PER_CALLBACK = 64
 #: Tasks sent to a worker ahead of its free threads wait there, so that a thread that frees
 #: up starts the next task at once (even while the controller is slowed down, say by a cell
 #: computing in the kernel), and one pipe message carries several tasks. How many: enough
@@ -45,6 +42,7 @@ class _Worker:
         self, slot: int, name: str, process: BaseProcess, conn: Connection, table: Any
     ) -> None:
         self.slot, self.name, self.process, self.conn = slot, name, process, conn
+        self.reader = frames.FrameReader(conn.fileno())  # (one read per loop callback)
         # Shared with the worker process: the number of each task it runs (the nth task
         # sent to it is number n), 0 for a free place; it outlives the process.
         self.table = table
@@ -137,7 +135,7 @@ class LocalBackend(ExecutionBackend):
         workers = list(self._workers.values())
         for w in workers:
             try:
-                w.conn.send_bytes(pickle.dumps([(protocol.STOP,)]))
+                frames.send(w.conn, pickle.dumps([(protocol.STOP,)]))
             except OSError:
                 pass
         for w in workers:
@@ -207,9 +205,9 @@ class LocalBackend(ExecutionBackend):
         self, w: _Worker, commands: list[tuple[Any, ...]], payloads: Iterable[bytes] = ()
     ) -> None:
         try:
-            w.conn.send_bytes(pickle.dumps(commands, serialization.PROTOCOL))
+            frames.send(w.conn, pickle.dumps(commands, serialization.PROTOCOL))
             for payload in payloads:  # after their SHARED commands, in order
-                w.conn.send_bytes(payload)
+                frames.send(w.conn, payload)
         except OSError:
             pass  # the worker is dying; its end-of-file handler requeues its tasks
 
@@ -242,10 +240,7 @@ class LocalBackend(ExecutionBackend):
         batches: list[list[tuple[Any, ...]]] = []
         gone = False
         try:
-            for _ in range(MAX_READS_PER_CALLBACK):
-                batches.append(pickle.loads(w.conn.recv_bytes()))
-                if not w.conn.poll():
-                    break
+            batches = [pickle.loads(message) for message in w.reader.read()]
         except (EOFError, OSError):
             gone = True
         sink = self._sink

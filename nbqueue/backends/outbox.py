@@ -32,6 +32,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from nbqueue import config, protocol, serialization
+from nbqueue.backends import frames
 
 log = logging.getLogger("nbqueue")
 
@@ -209,7 +210,7 @@ class PipeOutbox(Outbox):
 
     def _send(self, channel: Hashable, messages: list[Any]) -> None:
         try:
-            self._conn.send_bytes(pickle.dumps(messages, serialization.PROTOCOL))
+            frames.send(self._conn, pickle.dumps(messages, serialization.PROTOCOL))
         except OSError:
             os._exit(0)  # the controller is gone
 

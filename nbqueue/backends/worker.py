@@ -37,7 +37,7 @@ from multiprocessing.connection import Connection
 from typing import Any, NoReturn
 
 from nbqueue import context, protocol, shared
-from nbqueue.backends import capture
+from nbqueue.backends import capture, frames
 from nbqueue.backends.outbox import COALESCE_SECONDS, PipeOutbox
 from nbqueue.backends.runner import run_one
 from nbqueue.registry import ExecutorCache
@@ -66,6 +66,7 @@ class WorkerProcess:
         self, conn: Connection, tasks_per_worker: int, db_url: str | None, table: Any
     ) -> None:
         self.conn = conn
+        self.reader = frames.FrameReader(conn.fileno())
         #: Shared with the controller: the number of the task each place runs, or 0.
         self.table = table
         self.outbox = PipeOutbox(conn)
@@ -186,7 +187,7 @@ class WorkerProcess:
 
     def _read(self) -> None:
         try:
-            commands = pickle.loads(self.conn.recv_bytes())
+            commands = pickle.loads(self.reader.receive())
         except (EOFError, OSError):
             os._exit(0)  # the controller closed the pipe or died
         with self._cond:
@@ -200,7 +201,7 @@ class WorkerProcess:
                 elif kind == protocol.EXECUTOR:
                     self.executors.add_payload(command[1], command[2])
                 elif kind == protocol.SHARED:  # its pickle is the next message
-                    shared.provide(command[1], pickle.loads(self.conn.recv_bytes()))
+                    shared.provide(command[1], pickle.loads(self.reader.receive()))
                 elif kind == protocol.CANCEL:
                     self._cancel(command[1])
                 elif kind == protocol.STOP:
