@@ -1,6 +1,6 @@
 """The round trip of a lone task and the shortcuts it takes: messages framed on the pipe
-as ``multiprocessing`` frames them (one read, one write), waits woken once the loop's
-callback is done, the Future settled only once made."""
+as ``multiprocessing`` frames them (one read, one write), a start that comes with its
+outcome, waits woken once the loop's callback is done, the Future settled only once made."""
 
 from __future__ import annotations
 
@@ -14,13 +14,17 @@ from typing import Any
 
 import pytest
 
-from nbqueue import Queue, Task
+from nbqueue import Queue, Task, TaskTimeoutError
 from nbqueue.backends import frames
 from nbqueue.controller.loop import ControllerLoop
 
 
 def inc(task: Task[int]) -> int:
     return task.data + 1  # type: ignore[operator]
+
+
+def sleepy(task: Task[None]) -> None:
+    time.sleep(60)
 
 
 # -- the pipe ----------------------------------------------------------------------------
@@ -57,6 +61,31 @@ def test_frames_read_what_send_bytes_wrote_and_the_other_way_round() -> None:
 
 
 # -- a lone task -------------------------------------------------------------------------
+def test_a_lone_task_started_and_finished_in_one_message_is_reported_in_full() -> None:
+    """Its start comes with its outcome: it is still reported started (event, worker,
+    started_at) before it finished; a task that runs on is still stopped at its timeout
+    (its start came alone, and its deadline is watched)."""
+    seen: list[tuple[str, str]] = []
+    with Queue(max_workers=1) as q:
+        q.register(inc)
+        q.register(sleepy)
+        q.events.subscribe(lambda kind, task: seen.append((kind, task.name)))
+        tasks = [Task(f"t{i}", "inc", data=i) for i in range(3)]
+        for i, t in enumerate(tasks):
+            q.add(t)
+            assert t.wait(60)["value"] == i + 1  # type: ignore[index]
+        slow = Task("slow", "sleepy", timeout=0.5, max_retries=0)
+        q.add(slow)
+        with pytest.raises(TaskTimeoutError):
+            slow.wait(60)
+    for t in tasks:
+        kinds = [kind for kind, name in seen if name == t.name]
+        assert kinds == ["added", "dispatched", "started", "finished"]
+        assert t.worker is not None and t.started_at is not None and t.finished_at is not None
+        assert t.started_at <= t.finished_at
+    assert "started" in [kind for kind, name in seen if name == "slow"]
+
+
 def test_a_finished_tasks_future_is_settled_when_it_is_first_used() -> None:
     with Queue(max_workers=1) as q:
         q.register(inc)

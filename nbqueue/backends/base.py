@@ -40,7 +40,9 @@ class Runtime(Protocol):
 class BackendSink(Protocol):
     """What a backend reports to; called on the runtime's loop with its lock held."""
 
-    def task_started(self, uid: str, worker: str, when: float) -> None: ...
+    def task_started(self, uid: str, worker: str, when: float, *, ended: bool = False) -> None:
+        """The task started at ``when``; ``ended``: its outcome follows at once (it came
+        with the start), so no deadline is watched for it."""
 
     def task_progress(self, uid: str, progress: float) -> None: ...
 

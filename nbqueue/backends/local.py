@@ -248,13 +248,17 @@ class LocalBackend(ExecutionBackend):
             if self._workers.get(w.slot) is not w:
                 return
             for batch in batches:
+                # tasks whose outcome came with their start (a lone task's always does)
+                ended = {m[1] for m in batch if m[0] == protocol.DONE or m[0] == protocol.FAILED}
                 for message in batch:
-                    self._apply(w, sink, message)
+                    self._apply(w, sink, message, ended)
             if gone:
                 self._on_exit(w)
             sink.capacity_changed()
 
-    def _apply(self, w: _Worker, sink: BackendSink, message: tuple[Any, ...]) -> None:
+    def _apply(
+        self, w: _Worker, sink: BackendSink, message: tuple[Any, ...], ended: set[str]
+    ) -> None:
         kind = message[0]
         if kind == protocol.FATAL:
             w.fatal = message[1]
@@ -264,7 +268,7 @@ class LocalBackend(ExecutionBackend):
             return  # aborted, or removed from the queue meanwhile
         if kind == protocol.STARTED:
             w.started[uid] = message[2]
-            sink.task_started(uid, w.name, message[2])
+            sink.task_started(uid, w.name, message[2], ended=uid in ended)
         elif kind == protocol.PROGRESS:
             sink.task_progress(uid, message[2])
         elif kind == protocol.OUTPUT:

@@ -22,7 +22,7 @@ class Reports:
     def __init__(self, controller: Controller) -> None:
         self.c = controller
 
-    def task_started(self, uid: str, worker: str, when: float) -> None:
+    def task_started(self, uid: str, worker: str, when: float, *, ended: bool = False) -> None:
         task = self.c.running.get(uid)
         if task is None:
             return
@@ -30,7 +30,8 @@ class Reports:
             task.status = Status.RUNNING
             task.started_at = dt.datetime.fromtimestamp(when, dt.timezone.utc)
             task.worker = worker
-            self.c.timers.deadline(task, when + task.timeout)
+            if not ended:
+                self.c.timers.deadline(task, when + task.timeout)
             self.c.emit("started", task)
 
     def task_progress(self, uid: str, progress: float) -> None:
