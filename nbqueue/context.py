@@ -23,6 +23,10 @@ class AttemptHooks(Protocol):
     def cancel_event(self, task: Task[Any]) -> threading.Event:
         """The flag that is set when the task is cancelled."""
 
+    def cancelled(self, task: Task[Any]) -> bool:
+        """Whether the task was cancelled (a cancellation point asks this for every task:
+        it does not make the flag when there is none yet)."""
+
 
 _current: contextvars.ContextVar[Task[Any]] = contextvars.ContextVar("nbqueue_current_task")
 

@@ -216,7 +216,7 @@ class Task(TaskFuture, Generic[DataT]):
             await asyncio.sleep(min(left, 0.05))
 
     def _check_cancelled(self) -> None:
-        if self._hooks is not None and self._hooks.cancel_event(self).is_set():
+        if self._hooks is not None and self._hooks.cancelled(self):
             raise TaskCancelledError(f"task {self.name!r} was cancelled")
 
     def validate(self, rules: Iterable[Callable[[Task[Any]], bool]]) -> ValidationResult:

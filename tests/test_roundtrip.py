@@ -1,6 +1,7 @@
 """The round trip of a lone task and the shortcuts it takes: messages framed on the pipe
 as ``multiprocessing`` frames them (one read, one write), a start that comes with its
-outcome, waits woken once the loop's callback is done, the Future settled only once made."""
+outcome, waits woken once the loop's callback is done, the Future settled only once made,
+the worker's cancellation flag asked without being made."""
 
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from nbqueue import Queue, Task, TaskTimeoutError
-from nbqueue.backends import frames
+from nbqueue import Queue, Task, TaskCancelledError, TaskTimeoutError
+from nbqueue.backends import frames, worker
 from nbqueue.controller.loop import ControllerLoop
 
 
@@ -147,3 +148,21 @@ def test_waits_are_woken_from_a_reader_callback_once_it_returns() -> None:
         loop.close()
         ours.close()
         theirs.close()
+
+
+# -- the worker's cancellation flag ------------------------------------------------------
+def test_a_worker_answers_whether_a_task_is_cancelled_without_making_its_flag() -> None:
+    ours, theirs = multiprocessing.Pipe(duplex=True)
+    table = multiprocessing.RawArray("q", 1)
+    process = worker.WorkerProcess(theirs, 1, None, table)
+    task = Task("t", "inc")
+    process.known.add(task.uid)
+    assert not process.cancelled(task)
+    assert process.cancel_events == {}  # asking made no flag
+    process._cancel(task.uid)
+    assert process.cancelled(task) and process.cancel_event(task).is_set()
+    task._hooks = process
+    with pytest.raises(TaskCancelledError):
+        task._check_cancelled()
+    ours.close()
+    theirs.close()

@@ -177,3 +177,6 @@ class _Hooks:
 
     def cancel_event(self, task: Task[Any]) -> threading.Event:
         return self._flag
+
+    def cancelled(self, task: Task[Any]) -> bool:
+        return self._flag.is_set()

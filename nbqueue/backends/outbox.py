@@ -82,7 +82,9 @@ class Outbox(abc.ABC):
     is sent once per channel."""
 
     def __init__(self) -> None:
-        self._cond = threading.Condition()
+        # _lock is _cond's: taken alone (it is cheaper) unless the thread waits or notifies.
+        self._lock = threading.RLock()
+        self._cond = threading.Condition(self._lock)
         self._pending: dict[Hashable, list[Any]] = {}
         self._progress: dict[tuple[Hashable, str], _Progress] = {}
         self._output: dict[tuple[Hashable, str], _Output] = {}
@@ -99,20 +101,20 @@ class Outbox(abc.ABC):
 
     def put(self, message: Any, channel: Hashable = None) -> None:
         """Queue a message, to be sent at once by the sending thread."""
-        with self._cond:
+        with self._lock:
             self._append(message, channel)
             self._cond.notify()
 
     def later(self, message: Any, channel: Hashable = None) -> None:
         """Queue a message to go with the next batch, without waking the sending thread
         (the caller sees to it that a batch leaves soon: see :meth:`flush`)."""
-        with self._cond:
+        with self._lock:
             self._pending.setdefault(channel, []).append(message)
 
     def deliver(self, message: Any, channel: Hashable = None) -> None:
         """Send ``message`` (after everything queued before it) from this thread; returns
         once it has been sent, by this thread or by another that took it along."""
-        with self._cond:
+        with self._lock:
             ticket = self._append(message, channel)
         with self._send_lock:
             if self._sent < ticket:
@@ -120,7 +122,7 @@ class Outbox(abc.ABC):
 
     def progress(self, key: str, value: float, channel: Hashable = None) -> None:
         """Queue ``(PROGRESS, key, value)``, or update the one still waiting for ``key``."""
-        with self._cond:
+        with self._lock:
             waiting = self._progress.get((channel, key))
             if waiting is not None:
                 waiting.value = value
@@ -130,7 +132,7 @@ class Outbox(abc.ABC):
 
     def output(self, key: str, text: str, channel: Hashable = None) -> None:
         """Queue ``(OUTPUT, key, text)``, or append ``text`` to the one still waiting."""
-        with self._cond:
+        with self._lock:
             waiting = self._output.get((channel, key))
             if waiting is not None:
                 waiting.append(text)
@@ -154,7 +156,7 @@ class Outbox(abc.ABC):
         ``idle_timeout`` seconds; None: until something comes, or :meth:`wake`), give
         progress and output that just came alone COALESCE_SECONDS for company, and send
         what waits."""
-        with self._cond:
+        with self._lock:
             timed_out = False
             if not self._pending and not self._woken:
                 timed_out = not self._cond.wait(idle_timeout)
@@ -165,26 +167,26 @@ class Outbox(abc.ABC):
 
     def wake(self) -> None:
         """End the wait of :meth:`send_due` now, or the next one if none waits."""
-        with self._cond:
+        with self._lock:
             self._woken = True
             self._cond.notify()
 
     def _append(self, message: Any, channel: Hashable) -> int:
-        """Queue an urgent message (the condition held); its ticket."""
+        """Queue an urgent message (_lock held); its ticket."""
         self._pending.setdefault(channel, []).append(message)
         self._urgent = True
         self._queued += 1
         return self._queued
 
     def _coalesced(self, report: _Progress | _Output, channel: Hashable) -> None:
-        """Queue a report that later ones update in place (the condition held)."""
+        """Queue a report that later ones update in place (_lock held)."""
         if not self._pending:  # else the sender is awake, or coalescing: let it wait
             self._cond.notify()
         self._pending.setdefault(channel, []).append(report)
 
     def _send_batch(self) -> None:
         """Take everything queued and send it (``_send_lock`` held)."""
-        with self._cond:
+        with self._lock:
             batch = self._pending
             if not batch:
                 return

@@ -74,8 +74,10 @@ class WorkerProcess:
         self.fd_capture: capture.FdCapture | None = None
         self.executors = ExecutorCache()
         self.slots = tasks_per_worker
-        self._cond = threading.Condition()
-        # Under _cond: RUN commands received so far, the tasks received and not started,
+        # _lock is _cond's: taken alone (it is cheaper) unless the thread waits or notifies.
+        self._lock = threading.RLock()
+        self._cond = threading.Condition(self._lock)
+        # Under _lock: RUN commands received so far, the tasks received and not started,
         # the places in the table that are free, how many tasks run, whether a thread
         # reads the pipe, the uids of tasks received and not finished, whether a task
         # started since the ticker last looked, whether the ticker waits for one to start.
@@ -104,11 +106,15 @@ class WorkerProcess:
         self.outbox.progress(task.uid, progress)
 
     def cancel_event(self, task: Task[Any]) -> threading.Event:
-        with self._cond:
+        with self._lock:
             event = self.cancel_events.get(task.uid)
             if event is None:
                 event = self.cancel_events[task.uid] = threading.Event()
             return event
+
+    def cancelled(self, task: Task[Any]) -> bool:
+        event = self.cancel_events.get(task.uid)  # (set under _lock; a read needs none)
+        return event is not None and event.is_set()
 
     # -- the threads ---------------------------------------------------------------------
     def start(self) -> None:
@@ -125,11 +131,11 @@ class WorkerProcess:
         ran during a whole tick, it waits for one to start (or for something to send)."""
         try:
             while True:
-                with self._cond:
+                with self._lock:
                     self.ticker_idle = not self.busy and not self.running
                     self.busy = False
                 self.outbox.send_due(None if self.ticker_idle else TICK_SECONDS)
-                with self._cond:
+                with self._lock:
                     self.ticker_idle = False
                     if (self.running and not self.reading) or self._startable():
                         self._cond.notify()
@@ -161,7 +167,7 @@ class WorkerProcess:
     def _next(self) -> tuple[Run, int] | None:
         """Wait for something to do: a task to run and its place in the table, or None:
         read the pipe."""
-        with self._cond:
+        with self._lock:
             while True:
                 if self.waiting and self.running < self.slots:
                     run = self.waiting.popleft()
@@ -190,7 +196,7 @@ class WorkerProcess:
             commands = pickle.loads(self.reader.receive())
         except (EOFError, OSError):
             os._exit(0)  # the controller closed the pipe or died
-        with self._cond:
+        with self._lock:
             self.reading = False
             for command in commands:
                 kind = command[0]
@@ -236,7 +242,7 @@ class WorkerProcess:
         rest = self.capture.end(text)
         if rest:
             self.outbox.output(uid, rest)
-        with self._cond:
+        with self._lock:
             self.table[place] = 0
             self.places.append(place)
             self.running -= 1
@@ -254,12 +260,12 @@ class WorkerProcess:
     def call(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Call a hook from a task thread; a coroutine runs on the worker's event loop."""
         value = fn(*args)
-        if not inspect.isawaitable(value):
+        if value is None or not inspect.isawaitable(value):  # (None: most hooks)
             return value
         task = args[0] if args and isinstance(args[0], Task) else None
         future = asyncio.run_coroutine_threadsafe(_await(value, task), self.loop())
         if task is not None:
-            with self._cond:
+            with self._lock:
                 self.async_futures[task.uid] = future
                 if task.uid in self.cancel_events and self.cancel_events[task.uid].is_set():
                     future.cancel()
@@ -267,11 +273,11 @@ class WorkerProcess:
             return future.result()
         finally:
             if task is not None:
-                with self._cond:
+                with self._lock:
                     self.async_futures.pop(task.uid, None)
 
     def loop(self) -> asyncio.AbstractEventLoop:
-        with self._cond:
+        with self._lock:
             if self._loop is None:
                 self._loop = asyncio.new_event_loop()
                 threading.Thread(
@@ -282,7 +288,7 @@ class WorkerProcess:
     def db(self) -> Any:
         if self._db_url is None:
             return None
-        with self._cond:
+        with self._lock:
             if self._db is None:
                 import sqlalchemy
 

@@ -67,6 +67,9 @@ class AttemptRuntime:
     def cancel_event(self, task: Task[Any]) -> threading.Event:
         return self._flag
 
+    def cancelled(self, task: Task[Any]) -> bool:
+        return self._flag.is_set()
+
 
 def fetch_payload(client: Any, variable: str, digest: str) -> bytes:
     """A payload (a registered executor, a queue.put() object) from the backend's Variable
