@@ -43,21 +43,26 @@ def fail(what: str, expected: str, value: Any) -> ConfigurationError:
 def text(value: Any, what: str, *, max_length: int | None = None, allow_empty: bool = False) -> str:
     """A string that can be stored anywhere: no NUL, no lone surrogate, at most
     ``max_length`` characters, non-empty unless ``allow_empty``."""
-    expected = "a string" if allow_empty else "a non-empty string"
-    if max_length is not None:
-        expected += f" of at most {max_length} characters"
     if not isinstance(value, str) or (not value and not allow_empty):
-        raise fail(what, expected, value)
+        raise fail(what, _text_expected(max_length, allow_empty), value)
     if max_length is not None and len(value) > max_length:
-        raise fail(what, expected, value)
+        raise fail(what, _text_expected(max_length, allow_empty), value)
     if "\x00" in value:
-        raise fail(what, f"{expected} without NUL characters", value)
+        raise fail(what, f"{_text_expected(max_length, allow_empty)} without NUL characters", value)
     if not value.isascii():
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:
+            expected = _text_expected(max_length, allow_empty)
             raise fail(what, f"{expected} of valid Unicode (no lone surrogates)", value) from None
     return value
+
+
+def _text_expected(max_length: int | None, allow_empty: bool) -> str:
+    expected = "a string" if allow_empty else "a non-empty string"
+    if max_length is not None:
+        expected += f" of at most {max_length} characters"
+    return expected
 
 
 def integer(value: Any, what: str, *, minimum: int = INT64_MIN, maximum: int = INT64_MAX) -> int:
@@ -96,17 +101,21 @@ def seconds(value: Any, what: str, *, allow_zero: bool = True) -> float:
     MAX_SECONDS, and more than zero unless ``allow_zero``."""
     if isinstance(value, dt.timedelta):
         value = value.total_seconds()
-    low = "zero or more" if allow_zero else "more than zero"
-    expected = f"a number of seconds or a datetime.timedelta, {low} and at most {MAX_SECONDS:g}"
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise fail(what, expected, value)
+        raise _seconds_error(what, allow_zero, value)
     try:
         result = float(value)
     except OverflowError:
-        raise fail(what, expected, value) from None
+        raise _seconds_error(what, allow_zero, value) from None
     if not (0.0 <= result <= MAX_SECONDS) or (result == 0.0 and not allow_zero):
-        raise fail(what, expected, value)
+        raise _seconds_error(what, allow_zero, value)
     return result
+
+
+def _seconds_error(what: str, allow_zero: bool, value: Any) -> ConfigurationError:
+    low = "zero or more" if allow_zero else "more than zero"
+    expected = f"a number of seconds or a datetime.timedelta, {low} and at most {MAX_SECONDS:g}"
+    return fail(what, expected, value)
 
 
 def timeout(value: Any, what: str = "timeout") -> float | None:

@@ -49,18 +49,22 @@ class Shared:
         return (resolve, (self.digest,))
 
 
-@contextlib.contextmanager
-def collecting() -> Iterator[set[str]]:
-    """The content hashes of the shared objects pickled inside the block (this thread)."""
-    needed: set[str] = set()
-    outer = getattr(_local, "needed", None)
-    _local.needed = needed
-    try:
-        yield needed
-    finally:
-        _local.needed = outer
-        if outer is not None:
-            outer.update(needed)
+class collecting:
+    """``with collecting() as needed:`` the content hashes of the shared objects pickled
+    inside the block (this thread). (A class, not a generator: every add() enters one.)"""
+
+    __slots__ = ("_needed", "_outer")
+
+    def __enter__(self) -> set[str]:
+        self._needed: set[str] = set()
+        self._outer: set[str] | None = getattr(_local, "needed", None)
+        _local.needed = self._needed
+        return self._needed
+
+    def __exit__(self, *exc_info: object) -> None:
+        _local.needed = self._outer
+        if self._outer is not None:
+            self._outer.update(self._needed)
 
 
 @contextlib.contextmanager

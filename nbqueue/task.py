@@ -12,8 +12,8 @@ import asyncio
 import builtins
 import contextlib
 import datetime as dt
+import os
 import time
-import uuid
 from collections.abc import Callable, Generator, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -142,7 +142,7 @@ class Task(TaskFuture, Generic[DataT]):
             checks.text(key, "Task key", max_length=checks.MAX_KEY_LENGTH)
         if uid is not None:
             checks.text(uid, "Task uid", max_length=checks.MAX_UID_LENGTH)
-        self.uid = uid or uuid.uuid4().hex
+        self.uid = uid or _new_uid()
         self.key = key
         self.data = data
         self.user_id = user_id
@@ -333,6 +333,14 @@ class Task(TaskFuture, Generic[DataT]):
         task.data, task.metadata, task.user_id = inputs
         task.status, task.started_at = Status.RUNNING, dt.datetime.now(dt.timezone.utc)
         return task
+
+
+def _new_uid() -> str:
+    """What ``uuid.uuid4().hex`` gives (random, version 4), a few times faster."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = raw[6] & 0x0F | 0x40  # the version
+    raw[8] = raw[8] & 0x3F | 0x80  # the variant (RFC 4122)
+    return raw.hex()
 
 
 def _epoch(value: dt.datetime | None) -> float | None:

@@ -11,6 +11,7 @@ import os
 import socket
 import threading
 import time
+import uuid
 from typing import Any
 
 import pytest
@@ -97,6 +98,13 @@ def test_a_finished_tasks_future_is_settled_when_it_is_first_used() -> None:
         t.add_done_callback(called.append)  # the Future's state is made only now
         assert called == [t]
         assert concurrent.futures.wait([t], timeout=0).done == {t}
+
+
+def test_new_uids_are_random_uuid4_hex() -> None:
+    uids = {Task("t", "inc").uid for _ in range(1000)}
+    assert len(uids) == 1000
+    for uid in uids:
+        assert len(uid) == 32 and uuid.UUID(uid).version == 4 and uuid.UUID(uid).hex == uid
 
 
 # -- waking waits ------------------------------------------------------------------------

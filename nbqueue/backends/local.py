@@ -159,7 +159,11 @@ class LocalBackend(ExecutionBackend):
     # -- dispatch ------------------------------------------------------------------------
     def free_slots(self) -> int:
         window = self.tasks_per_worker + self._prefetch()
-        return sum(max(0, window - len(w.tasks)) for w in self._workers.values() if not w.killed)
+        free = 0
+        for w in self._workers.values():  # (a loop: this runs for every dispatch)
+            if not w.killed and len(w.tasks) < window:
+                free += window - len(w.tasks)
+        return free
 
     def _prefetch(self) -> int:
         if self._duration is None:
