@@ -18,6 +18,7 @@ import pytest
 
 from nbqueue import Queue, Task, TaskCancelledError, TaskTimeoutError
 from nbqueue.backends import frames, worker
+from nbqueue.controller import loop as loop_module
 from nbqueue.controller.loop import ControllerLoop
 
 
@@ -156,6 +157,23 @@ def test_waits_are_woken_from_a_reader_callback_once_it_returns() -> None:
         loop.close()
         ours.close()
         theirs.close()
+
+
+def _new_gate(inherited: int, out: Any) -> None:
+    out.put(loop_module._Waiter(lambda: True)._gate.read != inherited)
+
+
+def test_a_forked_child_waits_on_a_pipe_of_its_own() -> None:
+    """A thread keeps its wake-up pipe for its next waits; a forked child of it (its
+    copy of that thread) must not share the parent's, or it could take its wakeups."""
+    inherited = loop_module._Waiter(lambda: True)._gate.read
+    ctx = multiprocessing.get_context("fork")
+    out = ctx.SimpleQueue()
+    child = ctx.Process(target=_new_gate, args=(inherited, out))
+    child.start()
+    child.join(30)
+    assert out.get() is True
+    assert loop_module._Waiter(lambda: True)._gate.read == inherited  # kept here
 
 
 # -- the worker's cancellation flag ------------------------------------------------------

@@ -207,9 +207,11 @@ class ControllerLoop:
 
 
 class _Gate:
-    """A thread's pipe to be woken through (kept for its next waits)."""
+    """A thread's pipe to be woken through (kept for its next waits, in this process: a
+    forked child makes its own, lest it take the parent's wakeups)."""
 
     def __init__(self) -> None:
+        self.pid = os.getpid()
         self.read, self.write = os.pipe()
         os.set_blocking(self.read, False)
         self.poll = select.poll()
@@ -232,7 +234,7 @@ class _Waiter:
     def __init__(self, predicate: Callable[[], bool]) -> None:
         self.predicate = predicate
         gate = getattr(_gates, "gate", None)
-        if gate is None:
+        if gate is None or gate.pid != os.getpid():
             gate = _gates.gate = _Gate()
         self._gate = gate
         self.woken = False
