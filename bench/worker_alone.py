@@ -21,7 +21,7 @@ from typing import Any
 from bench.tasks import inc
 from nbqueue import Task, protocol, serialization
 from nbqueue.backends import worker
-from nbqueue.calls import call_data
+from nbqueue.executor import call_data
 from nbqueue.registry import ExecutorSpec, Registry
 
 ROUNDS = 5
