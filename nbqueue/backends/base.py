@@ -110,6 +110,11 @@ class ExecutionBackend(abc.ABC):
     def shutdown(self) -> None:
         """Stop every worker within a bounded time."""
 
+    def pace(self) -> float | None:
+        """How many tasks a second the workers get through lately (their slots over the
+        attempts' average duration); None while unknown."""
+        return None
+
     @abc.abstractmethod
     def workers(self) -> list[WorkerInfo]:
         """The current workers."""

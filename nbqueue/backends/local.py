@@ -181,6 +181,11 @@ class LocalBackend(ExecutionBackend):
     def capacity(self) -> int:
         return self.max_workers * self.tasks_per_worker
 
+    def pace(self) -> float | None:
+        if self._duration is None:
+            return None
+        return self.capacity() / max(self._duration, 1e-6)
+
     def submit(self, batch: list[tuple[Task[Any], ExecutorSpec]]) -> None:
         outgoing: dict[_Worker, list[tuple[Any, ...]]] = {}
         big: dict[_Worker, list[bytes]] = {}  # queue.put() pickles, sent as they are

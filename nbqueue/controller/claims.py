@@ -37,9 +37,12 @@ if TYPE_CHECKING:
     from nbqueue.store import DatabaseAdapter, Row
 
 log = logging.getLogger("nbqueue")
-#: Claim this many times what the workers hold (the tasks they run and have queued, which
-#: their prefetch makes deep for short tasks) ahead, so that freed slots are refilled
-#: without a database round trip and claims come in large batches.
+#: Claim about this much work ahead of the workers, at the pace they go (at most
+#: RESERVE_MAX tasks, at least RESERVE_FACTOR per slot; RESERVE_FACTOR times what they hold
+#: while the pace is unknown), so that freed slots are refilled without a database round
+#: trip and claims come in large batches -- and long tasks are not hoarded from other hosts.
+RESERVE_SECONDS = 1.0
+RESERVE_MAX = 2000
 RESERVE_FACTOR = 4
 
 
@@ -133,9 +136,7 @@ class DatabaseDispatcher(Dispatcher):
         """Ask the database for enough tasks to fill the free slots and keep a reserve."""
         if self.store is None or self.controller.closed:
             return
-        backend = self.controller.backend
-        window = max(backend.capacity(), len(self.controller.running) + backend.free_slots())
-        reserve = free_after + RESERVE_FACTOR * window
+        reserve = free_after + self._ahead()
         free = reserve - len(self.reserved) - self.claiming
         if free <= 0:
             return
@@ -149,6 +150,16 @@ class DatabaseDispatcher(Dispatcher):
             return
         self.claiming += len(uids) + limit
         self.store.request_claims(uids, limit, self.controller.registry.claimable())
+
+    def _ahead(self) -> int:
+        """How many tasks to hold claimed beyond the free slots."""
+        backend = self.controller.backend
+        pace = backend.pace()
+        if pace is None:  # (what the workers hold: their prefetch makes it deep for short tasks)
+            window = len(self.controller.running) + backend.free_slots()
+            return RESERVE_FACTOR * max(backend.capacity(), window)
+        least = RESERVE_FACTOR * backend.capacity()
+        return max(least, min(RESERVE_MAX, int(pace * RESERVE_SECONDS)))
 
     def run(self, tasks: Iterable[Task[Any]] | None) -> None:
         if tasks is None:
@@ -217,7 +228,7 @@ class DatabaseDispatcher(Dispatcher):
             tasks = self.controller.tasks
             return [uid for uid in uids if uid not in tasks and uid not in self.removed]
 
-    def claimed(self, claimed: list[Row], won: list[str], asked: int) -> None:
+    def claimed(self, claimed: list[Row], won: list[str], asked: int, more: bool) -> None:
         controller = self.controller
         with controller.lock:
             self.claiming -= asked
@@ -233,9 +244,10 @@ class DatabaseDispatcher(Dispatcher):
                     self.store.write(rows.task_state_row(task, output=True))
                     continue
                 found.append(task)
-            if len(claimed) + len(won) < asked:
+            if len(claimed) + len(won) < asked and not more:
                 # nothing more is ready: ask again after the next sync, an add() or a
-                # notification, not in a loop
+                # notification, not in a loop (rows left to write may be new tasks: the
+                # next claim, with their batch, may find them)
                 self.sweep, self.starved = False, True
             for task in found:
                 if task is not None and not task.status.finished and task._owner is controller:

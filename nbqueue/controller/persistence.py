@@ -271,7 +271,7 @@ class Persistence:
         finally:
             if uids or limit > 0:  # always answer, so the count of claims in flight is right
                 won, claimed = (result.won, result.claimed) if result else ([], [])
-                self._answer_claims(claimed, won, len(uids) + limit)
+                self._answer_claims(claimed, won, len(uids) + limit, more=queued is None)
         with self._cond:
             if queued is not None:
                 self._committed = max(self._committed, queued)
@@ -349,6 +349,8 @@ class Persistence:
         self._unstorable.add(uid)
         self._loop.call_soon(self._client.unstorable, uid, error)
 
-    def _answer_claims(self, claimed: list[Row], won: list[str], asked: int) -> None:
-        """Hand the claimed rows to the controller (whole rows of tasks it does not know)."""
-        self._loop.call_soon(self._client.claimed, self._sync.whole(claimed), won, asked)
+    def _answer_claims(self, claimed: list[Row], won: list[str], asked: int, *, more: bool) -> None:
+        """Hand the claimed rows to the controller (whole rows of tasks it does not know);
+        ``more``: rows were left for the next batch."""
+        whole = self._sync.whole(claimed)
+        self._loop.call_soon(self._client.claimed, whole, won, asked, more)

@@ -25,8 +25,10 @@ class StoreClient(Protocol):
     def known_executors(self) -> dict[str, str]:
         """type -> digest (or "file") of the executors known here (database thread)."""
 
-    def claimed(self, rows: list[Row], won: list[str], asked: int) -> None:
-        """The answer to a claim request: rows claimed by best-first, uids won by name."""
+    def claimed(self, rows: list[Row], won: list[str], asked: int, more: bool) -> None:
+        """The answer to a claim request: rows claimed by best-first, uids won by name;
+        ``more``: rows this controller wrote were left for the next batch (new tasks a
+        claim may find once they are written)."""
 
     def synced(self, rows: list[Row]) -> None:
         """Rows other controllers and hosts changed."""
