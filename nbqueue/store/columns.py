@@ -83,7 +83,11 @@ _EPOCH = utc_from_epoch(0)
 def order_key(row: Row) -> tuple[int, int, dt.datetime]:
     """Best first: priority desc, then created_at. A row whose columns are not what they
     should be (a corrupt row) sorts last instead of breaking the sort."""
-    priority, created = row.get("priority"), row.get("created_at")
+    return order_key_of(row.get("priority"), row.get("created_at"))
+
+
+def order_key_of(priority: Any, created: Any) -> tuple[int, int, dt.datetime]:
+    """:func:`order_key` of a row's priority and created_at."""
     if type(priority) is int and isinstance(created, dt.datetime) and created.tzinfo:
         return (0, -priority, created)
     return (1, 0, _EPOCH)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import operator
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -10,7 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from nbqueue.store.batch import ORDER_COLUMNS, Plan
-from nbqueue.store.columns import CLAIMABLE, Row, order_key
+from nbqueue.store.columns import CLAIMABLE, Row, order_key, order_key_of
 from nbqueue.store.queries import Queries
 
 #: Uids per ``IN (...)`` list, well below SQLite's limit on bound parameters.
@@ -68,11 +69,14 @@ def claim_with_fresh(conn: Connection, q: Queries, plan: Plan, fresh: list[Row])
     limit = plan.claim_limit
     new = {row["uid"] for row in fresh}
     query = q.best_ready(conn.dialect.name, limit, plan.claim_types, ("uid", *ORDER_COLUMNS))
-    stored = [  # (a new row's uid stored before: the batch's row wins)
-        row for row in rows(conn.execute(query, {"now": plan.now})) if row["uid"] not in new
+    stored = [  # (uid, order); a new row's uid stored before: the batch's row wins
+        (uid, order_key_of(priority, created))
+        for uid, priority, created in conn.execute(query, {"now": plan.now})
+        if uid not in new
     ]
-    best = sorted([*stored, *fresh], key=order_key)[:limit]
-    chosen = {row["uid"] for row in best}
+    candidates = [*stored, *((row["uid"], order_key(row)) for row in fresh)]
+    candidates.sort(key=operator.itemgetter(1))
+    chosen = {uid for uid, _ in candidates[:limit]}
     for row in fresh:
         if row["uid"] in chosen:
             row.update(values)
@@ -81,7 +85,7 @@ def claim_with_fresh(conn: Connection, q: Queries, plan: Plan, fresh: list[Row])
     assert shown is not None  # (_fresh() makes sure)
     claimed = [{name: row[name] for name in shown} for row in fresh if row["uid"] in chosen]
     wanted = q.columns(shown)
-    from_store = [row["uid"] for row in stored if row["uid"] in chosen]
+    from_store = [uid for uid, _ in stored if uid in chosen]
     for chunk in chunks(from_store):
         claimed += update_returning(conn, q.tasks, q.claimable(chunk), values, plan.now, wanted)
     return claimed
