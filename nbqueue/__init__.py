@@ -25,6 +25,7 @@ from nbqueue.errors import (
     UnsignedPayloadError,
     UnsignedPayloadWarning,
     WorkerCrashedError,
+    WorkerStartError,
 )
 from nbqueue.executor import TaskExecutor
 from nbqueue.queue import Queue
@@ -95,6 +96,7 @@ __all__ = [
     "UnsignedPayloadError",
     "UnsignedPayloadWarning",
     "WorkerCrashedError",
+    "WorkerStartError",
     "current_task",
     "has_property",
 ]

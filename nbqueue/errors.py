@@ -57,6 +57,12 @@ class WorkerCrashedError(NbqueueError):
     has been replaced."""
 
 
+class WorkerStartError(WorkerCrashedError):
+    """The worker processes exit before they are ready, again and again: no task can run.
+    Raised by the queue's next call (``wait()``, ``add()``); the tasks stay pending. In a
+    script, the usual cause is a queue started outside ``if __name__ == "__main__":``."""
+
+
 class TaskNotProcessedError(NbqueueError):
     """exec() returned a result whose 'processed' is not True."""
 

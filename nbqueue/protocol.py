@@ -14,6 +14,7 @@ Controller -> worker:
     (STOP,)                                            exit after the current message
 
 Worker -> controller:
+    (READY,)                                           the worker is up (its first message)
     (STARTED, uid, epoch_seconds)
     (PROGRESS, uid, percent)
     (OUTPUT, uid, text)                                what the task wrote (stdout, stderr,
@@ -33,6 +34,7 @@ SHARED = "shared"
 CANCEL = "cancel"
 STOP = "stop"
 
+READY = "ready"
 STARTED = "started"
 PROGRESS = "progress"
 OUTPUT = "output"

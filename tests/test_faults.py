@@ -5,8 +5,10 @@ sees; after each, the queue keeps working with a replacement worker."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -326,3 +328,41 @@ def test_close_is_bounded_with_busy_workers() -> None:
     q.close()
     assert not any(psutil.pid_exists(p) and psutil.Process(p).status() != "zombie" for p in pids)
     assert all(t.status is Status.PENDING for t in tasks)
+
+
+def test_workers_that_cannot_start_make_the_queue_raise_and_keep_the_tasks(tmp_path: Path) -> None:
+    """A script that starts its queue outside ``if __name__ == "__main__":`` has workers
+    that die while importing it (multiprocessing's spawn runs the main module again): the
+    queue stops starting them and its wait() raises WorkerStartError saying so, instead of
+    restarting them forever; the task stays pending in the database."""
+    db = tmp_path / "q.db"
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import json
+            from nbqueue import Queue, Task, WorkerStartError
+
+            q = Queue(db={f"sqlite:///{db}"!r}, max_workers=2).init()
+            q.register(len, type="len")
+            task = Task("a", "len", data=[1, 2])
+            q.add(task)
+            try:
+                q.wait(timeout=120)
+            except WorkerStartError as exc:
+                print(json.dumps({{"error": str(exc), "status": task.status.value}}))
+            q.close()  # (shutdown() would wait for the task, and raise the same error)
+            """
+        )
+    )
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=180
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["status"] == "pending"
+    assert "before they are ready" in report["error"]
+    assert 'if __name__ == "__main__":' in report["error"]
+    assert "RuntimeError" in done.stderr  # the workers' own error
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT name, status FROM tasks").fetchall() == [("a", "pending")]

@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     import threading
     from collections.abc import Callable
 
+    from nbqueue.errors import NbqueueError
     from nbqueue.records import ErrorRecord
     from nbqueue.registry import ExecutorSpec
     from nbqueue.task import Task
@@ -60,6 +61,10 @@ class BackendSink(Protocol):
 
     def capacity_changed(self) -> None:
         """Slots became free: dispatch more."""
+
+    def backend_failed(self, error: NbqueueError) -> None:
+        """No task can run any more (say, the workers cannot start): the queue's next call
+        raises ``error``; the tasks stay where they are."""
 
 
 @dataclasses.dataclass(frozen=True)

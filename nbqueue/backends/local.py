@@ -6,6 +6,7 @@ import multiprocessing
 import os
 import pickle
 import signal
+import sys
 import time
 from collections.abc import Iterable
 from multiprocessing.connection import Connection
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from nbqueue import checks, config, protocol, serialization
 from nbqueue.backends import frames, worker
 from nbqueue.backends.base import BackendSink, ExecutionBackend, WorkerInfo
-from nbqueue.errors import ConfigurationError, WorkerCrashedError
+from nbqueue.errors import ConfigurationError, WorkerCrashedError, WorkerStartError
 
 if TYPE_CHECKING:
     from multiprocessing.process import BaseProcess
@@ -35,6 +36,9 @@ PREFETCH_SECONDS = 0.5
 PREFETCH_MAX = 64
 #: Weight of the newest attempt in the average duration.
 DURATION_WEIGHT = 0.2
+#: Workers that exit before they are ready this many times per slot in a row, with none
+#: ready in between, are not started again: the queue raises WorkerStartError.
+START_ATTEMPTS = 3
 
 
 class _Worker:
@@ -54,6 +58,7 @@ class _Worker:
         self.shared: set[str] = set()  # queue.put() objects it has
         self.aborted: set[str] = set()
         self.killed = False  # stopped on purpose (a timeout or cancel of one of its tasks)
+        self.ready = False  # it said READY: it started
         self.fatal: str | None = None
 
 
@@ -99,6 +104,7 @@ class LocalBackend(ExecutionBackend):
         self._where: dict[str, _Worker] = {}
         self._crashes: dict[int, int] = {}
         self._restarts: dict[int, int] = {}
+        self._failed_starts = 0  # workers that exited before they were ready, in a row
         self._stopping = False
         self._duration: float | None = None  # average attempt duration, seconds
         self._sink: BackendSink | None = None
@@ -269,6 +275,10 @@ class LocalBackend(ExecutionBackend):
         self, w: _Worker, sink: BackendSink, message: tuple[Any, ...], ended: set[str]
     ) -> None:
         kind = message[0]
+        if kind == protocol.READY:
+            w.ready = True
+            self._failed_starts = 0
+            return
         if kind == protocol.FATAL:
             w.fatal = message[1]
             return
@@ -328,6 +338,11 @@ class LocalBackend(ExecutionBackend):
             )
         if self._stopping:
             return
+        if not w.ready and not w.killed:
+            self._failed_starts += 1
+            if self._failed_starts >= START_ATTEMPTS * self.max_workers:
+                self._sink.backend_failed(self._start_error(w, how))
+                return
         if w.killed:
             delay = 0.0
         else:
@@ -336,6 +351,23 @@ class LocalBackend(ExecutionBackend):
             delay = min(config.RESTART_BACKOFF_CAP, config.RESTART_BACKOFF_BASE * 2**crashes)
         self._restarts[w.slot] = self._restarts.get(w.slot, 0) + 1
         self._runtime.call_later(delay, lambda: self._respawn(w.slot))
+
+    def _start_error(self, w: _Worker, how: str) -> WorkerStartError:
+        if w.fatal:
+            why = f"The last one said:\n{w.fatal}"
+        elif getattr(sys.modules["__main__"], "__file__", None):
+            why = (
+                'In a script, create and start the queue under `if __name__ == "__main__":` '
+                "(each worker is started with multiprocessing's spawn, which imports the "
+                "main module again); the workers' own error is on stderr."
+            )
+        else:
+            why = "The workers' own error is on stderr."
+        return WorkerStartError(
+            f"nbqueue: the worker processes exit before they are ready ({how}, "
+            f"{self._failed_starts} times in a row), so no task can run; the tasks stay "
+            f"pending. {why}"
+        )
 
     def _respawn(self, slot: int) -> None:
         assert self._runtime is not None and self._sink is not None

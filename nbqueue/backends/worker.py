@@ -334,6 +334,7 @@ def main(
         worker.fd_capture.start()
         capture.install(worker.capture, keep_other_output=False)
         worker.start()
+        worker.outbox.deliver((protocol.READY,))
     except BaseException:
         worker.die()
     worker.serve()

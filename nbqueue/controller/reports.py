@@ -98,6 +98,10 @@ class Reports:
     def capacity_changed(self) -> None:
         self.c.dispatch()
 
+    def backend_failed(self, error: NbqueueError) -> None:
+        self.c.failure = error
+        self.c.notify()
+
 
 def _bounded(text: str) -> str:
     """A task's output, keeping its last OUTPUT_LIMIT characters."""
