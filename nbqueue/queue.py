@@ -351,6 +351,16 @@ class Queue(QueueReading, concurrent.futures.Executor):
             return False
         return True
 
+    def check(self) -> None:
+        """Raise what keeps this queue from going on, if anything: QueueShutDownError once
+        it is shut down, the database's error once it is lost, WorkerStartError when its
+        workers cannot start. Returns quietly while it is well; ``nbqueue worker`` checks
+        every second."""
+        if self._closed:
+            raise QueueShutDownError()
+        if self._controller is not None:
+            self._controller.check()
+
     def flush(self, timeout: float | None = None) -> None:
         """Block until everything added and changed so far is committed to the database
         (a durability point; without a database there is nothing to do). TimeoutError after

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from nbqueue import checks, records
 from nbqueue.backends.base import ExecutionBackend, WorkerInfo
+from nbqueue.errors import WorkerStartError
 from nbqueue.records import TaskStatus
 from nbqueue.task import Task
 
@@ -74,13 +75,20 @@ class QueueReading:
 
     @property
     def state(self) -> str:
-        """``"not started"``, ``"running"``, ``"shut down"``, or ``"database failed"``."""
+        """``"not started"``, ``"running"``, ``"shut down"``, ``"database failed"`` or
+        ``"workers failed"`` (they cannot start: see :meth:`Queue.check`)."""
         controller = self._started_or_none()
         if self._closed:
             return "shut down"
         if controller is None:
             return "not started"
-        return "database failed" if controller.failure is not None else "running"
+        if controller.failure is None:
+            return "running"
+        return (
+            "workers failed"
+            if isinstance(controller.failure, WorkerStartError)
+            else "database failed"
+        )
 
     def __repr__(self) -> str:
         counts = ", ".join(f"{k}={v}" for k, v in self.counts().items() if v)

@@ -9,7 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import sql, write_task
 
+from nbqueue import Queue, Task
 from nbqueue.cli import demo
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "tasks"
@@ -137,3 +139,31 @@ def test_worker_options_from_the_environment_are_checked(tmp_path: Path) -> None
     assert missing.returncode == 2 and "--db URL or NBQUEUE_DB" in missing.stderr
     no_dir = run_cli("worker", NBQUEUE_DB=db, NBQUEUE_TASKS=str(tmp_path / "none"), cwd=tmp_path)
     assert no_dir.returncode == 2 and "is not a directory" in no_dir.stderr
+
+
+def test_a_worker_host_whose_workers_cannot_start_stops_and_gives_its_task_back(
+    tmp_path: Path,
+) -> None:
+    """Workers that exit before they are ready (here a sitecustomize that ends every
+    spawned process at once) make ``nbqueue worker`` say why and exit 1, instead of serving
+    forever with no workers while it holds the lease of what it claimed."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(
+        "import os, sys\nif '--multiprocessing-fork' in sys.argv:\n    os._exit(3)\n"
+    )
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    write_task(tasks, "noop", "    def exec(self, task):\n        return {'processed': True}\n")
+    db = f"sqlite:///{tmp_path / 'q.db'}"
+    client = Queue(tasks, db=db, max_workers=0).init()
+    client.add(Task("a", "noop"))
+    client.close()  # (committed; a client without workers does not wait for it)
+    path = os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))
+    run = run_cli("worker", "--db", db, "--tasks", str(tasks), "--processes", "2",
+                  cwd=tmp_path, PYTHONPATH=path)  # fmt: skip
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert "stopping: nbqueue: the worker processes exit before they are ready" in run.stdout
+    assert "exit code 3" in run.stdout
+    # handed back at once, not when its lease runs out: another host may claim it now
+    assert sql(db, "SELECT name, status FROM tasks") == [("a", "pending")]

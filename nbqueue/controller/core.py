@@ -100,20 +100,16 @@ class Controller:
             fn()
 
     def close(self) -> None:
-        """Stop now: timers, the backend (running tasks go back to pending), the database
-        (what is left is written), the loop."""
+        """Stop now: timers, the backend, the database (what is left is written), the loop."""
         loop = self.loop
 
         def stop() -> None:
             with loop.lock:
                 self.closed, self.auto = True, False
                 self.timers.stop()
+                self._give_back(self.dispatcher.stop())  # claimed, never sent: at once
                 self.backend.shutdown()
-                for task in list(self.running.values()):
-                    task.status, task.worker, task.started_at = Status.PENDING, None, None
-                    task.progress = 0.0
-                    self.emit("requeued", task)
-                self.running.clear()
+                self._give_back(list(self.running.values()))
                 self.events.emit("shutdown")
 
         try:
@@ -293,13 +289,18 @@ class Controller:
         """Stop dispatching; returns the tasks given back."""
         with self.lock:
             self.auto, self.draining = False, True
-            given_back = self.dispatcher.stop()
-            for task in given_back:
-                self.running.pop(task.uid, None)
-                task.status = Status.PENDING
-                self.emit("requeued", task)
+            given_back = self._give_back(self.dispatcher.stop())
             self.notify()
             return given_back
+
+    def _give_back(self, tasks: list[Task[Any]]) -> list[Task[Any]]:
+        """These tasks go back to pending (their rows too), whether they ran or not."""
+        for task in tasks:
+            self.running.pop(task.uid, None)
+            task.status, task.worker, task.started_at = Status.PENDING, None, None
+            task.progress = 0.0
+            self.emit("requeued", task)
+        return tasks
 
     # -- state transitions (lock held) -----------------------------------------------------
     def emit(self, kind: EventKind, task: Task[Any]) -> None:
@@ -316,8 +317,7 @@ class Controller:
             self.loop.call_soon(task._settle)
 
     def contained(self, task: Task[Any]) -> Contained:
-        """Whatever goes wrong while handling ``task`` fails that task, not the controller:
-        ``with controller.contained(task): ...``."""
+        """``with controller.contained(task):`` an error fails that task, not the controller."""
         return Contained(self, task)
 
     def failed_internally(self, task: Task[Any], error: Exception) -> None:
