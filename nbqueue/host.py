@@ -95,17 +95,18 @@ def serve(
         )
         # the periodic pass polls for ready tasks; PostgreSQL notifications come sooner
         queue.run_automatically(config.sync_seconds())
-        while not signals.drain.wait(TICK_SECONDS):
-            queue.check()
+        try:
+            while not signals.drain.wait(TICK_SECONDS):
+                queue.check()
+        except NbqueueError as exc:  # (workers that cannot start, a lost database)
+            # closed below (what it claimed goes back); a service manager restarts it
+            print(f"{name}: stopping: {exc}", file=out, flush=True)
+            return 1
         print(f"{name}: draining (Ctrl-C again to stop at once)", file=out, flush=True)
         queue.drain()
         print(f"{name}: drained", file=out, flush=True)
     except KeyboardInterrupt:
         print(f"{name}: stopping now; running tasks go back to the queue", file=out, flush=True)
-    except NbqueueError as exc:  # (workers that cannot start, a lost database)
-        # what it claimed goes back to the queue; a service manager restarts it
-        print(f"{name}: stopping: {exc}", file=out, flush=True)
-        return 1
     finally:
         queue.close()  # what is still running goes back to the queue
     return 0
