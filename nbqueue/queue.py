@@ -166,12 +166,10 @@ class Queue(QueueReading, concurrent.futures.Executor):
             self._adapter.signer.ensure_storable(what)
 
     def _started(self) -> Controller:
-        if self._closed:
-            raise QueueShutDownError()
-        if self._controller is None:
+        if self._controller is None and not self._closed:
             self.init()
+        self.check()
         assert self._controller is not None
-        self._controller.check()
         return self._controller
 
     # -- executors -----------------------------------------------------------------------
